@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` (the main job) and `make test` (the suite).
+# Both create the virtual environment and install everything first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU machines get the CPU wheel; GPU users may set TORCH_SPEC to their CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+RUN ?= runs/mnist_quick_adr
+
+.PHONY: setup demo test test-all bench clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/adrnet data fetch mnist
+	$(VENV)/bin/adrnet train --config configs/mnist_quick_adr.toml --out $(RUN) --resume-if-exists
+	$(VENV)/bin/adrnet eval $(RUN) --attacks fgsm,pgd --split test
+
+test: setup
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/bench_step.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

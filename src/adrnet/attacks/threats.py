@@ -1,0 +1,92 @@
+"""Threat models for L-infinity and L2 perturbations of images in [0, 1].
+
+A threat model is everything that distinguishes the L∞ attack of Madry et al.
+(ICLR 2018) from its L2 twin: how to draw a random start, how to take one
+ascent step from a gradient, and how to project back onto the ε-ball
+intersected with the image box [0, 1]. Keeping these three operations in a
+small object is what lets :func:`adrnet.attacks.pgd` be the only attack loop.
+All methods are pure: they never modify their inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from adrnet.errors import ConfigError
+
+#: Standard deviation of TRADES' start point x + 0.001·N(0, I) (Zhang et al., 2019).
+TRADES_INIT_STD = 1e-3
+
+
+def _per_example_norm(t: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each example, shaped to broadcast against ``t``."""
+    norms = t.flatten(1).norm(p=2, dim=1)
+    return norms.view(-1, *([1] * (t.dim() - 1)))
+
+
+@dataclass(frozen=True)
+class Linf:
+    """The L∞ ball ‖x' − x‖∞ ≤ eps; steps follow the sign of the gradient."""
+
+    eps: float
+
+    def __post_init__(self):
+        if not self.eps >= 0:
+            raise ConfigError(f"attack eps must be >= 0, got {self.eps}")
+
+    def init(self, x: torch.Tensor) -> torch.Tensor:
+        """Uniform random start in the ε-ball (Madry et al.), clipped to [0, 1]."""
+        noise = torch.empty_like(x).uniform_(-self.eps, self.eps)
+        return (x + noise).clamp_(0.0, 1.0)
+
+    def step(self, x_adv: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
+        return x_adv + step_size * grad.sign()
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        delta = (x_adv - x).clamp(-self.eps, self.eps)
+        return (x + delta).clamp_(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class L2:
+    """The L2 ball ‖x' − x‖₂ ≤ eps; steps follow the normalised gradient."""
+
+    eps: float
+
+    def __post_init__(self):
+        if not self.eps >= 0:
+            raise ConfigError(f"attack eps must be >= 0, got {self.eps}")
+
+    def init(self, x: torch.Tensor) -> torch.Tensor:
+        """Uniform random start in the L2 ball: a Gaussian direction, radius eps·u^(1/d)."""
+        direction = torch.randn_like(x)
+        direction = direction / _per_example_norm(direction).clamp_min(1e-12)
+        dim = x[0].numel()
+        radius = torch.rand(x.shape[0], device=x.device, dtype=x.dtype) ** (1.0 / dim)
+        radius = radius.view(-1, *([1] * (x.dim() - 1))) * self.eps
+        return self.project(x + radius * direction, x)
+
+    def step(self, x_adv: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
+        return x_adv + step_size * grad / _per_example_norm(grad).clamp_min(1e-12)
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        delta = x_adv - x
+        factor = (self.eps / _per_example_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
+        return (x + delta * factor).clamp_(0.0, 1.0)
+
+
+THREATS = {"linf": Linf, "l2": L2}
+
+
+def make_threat(norm: str, eps: float):
+    """Threat model by name ("linf" or "l2")."""
+    if norm not in THREATS:
+        raise ConfigError(f"unknown norm {norm!r}; allowed: {', '.join(THREATS)}")
+    return THREATS[norm](eps)
+
+
+def trades_init(threat, x: torch.Tensor) -> torch.Tensor:
+    """TRADES' start point x + 0.001·N(0, I), projected into the threat's ball and [0, 1]."""
+    return threat.project(x + TRADES_INIT_STD * torch.randn_like(x), x)

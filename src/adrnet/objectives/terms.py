@@ -1,0 +1,106 @@
+"""The loss terms of PGD-AT, TRADES and ADR as pure functions (method.md).
+
+PGD-AT: Madry et al., ICLR 2018. TRADES: Zhang et al., ICML 2019. ADR: Bui et
+al., "Improving Adversarial Robustness by Enforcing Local and Global
+Compactness", ECCV 2020. Every term is a mean over the batch; ``sg`` below is
+stop-gradient (``detach``). z is the latent of an intermediate layer, p/q the
+softmax of the clean/adversarial logits, K = dim(z).
+
+The global terms pair each adversarial row i with every clean column j. The
+columns may come from the whole data-parallel batch (all ranks, gathered and
+detached) while the rows are local: then the mean is over the local b×B
+matrix, which after DDP's gradient averaging is exactly the single-process
+objective of the full batch. Neither global term materialises a b×b×K or
+b×b×C tensor: compactness uses ``torch.cdist(p=1)`` (O(b·B) memory) and
+smoothness factorises into one (b×B)·(B×C) matrix product.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def as_float(t: torch.Tensor) -> torch.Tensor:
+    """fp32 for half-precision tensors (terms are never computed in bf16/fp16); fp64 stays."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def ce_clean(logits_clean: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy on the clean pass."""
+    return F.cross_entropy(as_float(logits_clean), y)
+
+
+def ce_adv(logits_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy on the adversarial pass (the PGD-AT loss)."""
+    return F.cross_entropy(as_float(logits_adv), y)
+
+
+def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
+    """Σ_i KL(p_i ‖ q_i) / b with gradient through both passes (TRADES' robust term)."""
+    log_p = F.log_softmax(as_float(logits_clean), dim=1)
+    log_q = F.log_softmax(as_float(logits_adv), dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum() / logits_clean.shape[0]
+
+
+def local_compactness(z_clean: torch.Tensor, z_adv: torch.Tensor) -> torch.Tensor:
+    """mean_i (1/K) Σ_k |sg(z_ik) − z'_ik|: pulls each adversarial latent to its clean one."""
+    return (as_float(z_clean).detach() - as_float(z_adv)).abs().mean()
+
+
+def local_smoothness(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
+    """mean_i −Σ_c sg(p_ic) log q_ic = KL(p‖q) + H(p), with gradient only into f'."""
+    p = F.softmax(as_float(logits_clean).detach(), dim=1)
+    return -(p * F.log_softmax(as_float(logits_adv), dim=1)).sum(dim=1).mean()
+
+
+def pair_weights(y_rows: torch.Tensor, y_cols: torch.Tensor, scale: float, dtype=torch.float32) -> torch.Tensor:
+    """w_ij = 1 if y_i = y_j else 1 − 1/scale, from the label indicator.
+
+    Built from label equality (not one-hot vectors divided by a batch maximum as
+    in the reference), so it works for any number of classes and a batch of one class.
+    """
+    same = y_rows[:, None] == y_cols[None, :]
+    different = torch.tensor(1.0 - 1.0 / scale, dtype=dtype, device=y_rows.device)
+    return torch.where(same, torch.ones((), dtype=dtype, device=y_rows.device), different)
+
+
+def global_compactness(z_adv, z_clean_cols, y_rows, y_cols, scale: float = 0.99) -> torch.Tensor:
+    """mean over pairs (i adversarial, j clean) of w_ij (1/K) Σ_k |sg(z_jk) − z'_ik|."""
+    z_adv = as_float(z_adv)
+    z_cols = as_float(z_clean_cols).detach().to(z_adv.dtype)
+    distances = torch.cdist(z_adv, z_cols, p=1) / z_adv.shape[1]
+    weights = pair_weights(y_rows, y_cols, scale, z_adv.dtype)
+    return (weights * distances).mean()
+
+
+def global_smoothness(logits_adv, probs_clean_cols, y_rows, y_cols, scale: float = 0.99) -> torch.Tensor:
+    """mean over pairs of w_ij (−Σ_c sg(p_jc) log q_ic) = −(1/(bB)) Σ_i ⟨(W P)_i, log q_i⟩."""
+    log_q = F.log_softmax(as_float(logits_adv), dim=1)
+    probs = as_float(probs_clean_cols).detach().to(log_q.dtype)
+    weights = pair_weights(y_rows, y_cols, scale, log_q.dtype)
+    mixed_targets = weights @ probs
+    return -(mixed_targets * log_q).sum() / (weights.shape[0] * weights.shape[1])
+
+
+def entropy(logits_adv: torch.Tensor) -> torch.Tensor:
+    """mean_i H(q_i), gradient through both q and log q (a detached target would give zero)."""
+    log_q = F.log_softmax(as_float(logits_adv), dim=1)
+    return -(log_q.exp() * log_q).sum(dim=1).mean()
+
+
+def adr_terms(z_clean, logits_clean, z_adv, logits_adv, y, scale: float = 0.99) -> dict:
+    """The five ADR terms of one batch (single process), as a dict of scalar tensors.
+
+    Keys: local_compactness, local_smoothness, global_compactness,
+    global_smoothness, entropy. Gradients reach z_adv / logits_adv only
+    (method.md), for any number of classes, any batch size ≥ 1, fp32 or fp64.
+    """
+    probs_clean = F.softmax(as_float(logits_clean).detach(), dim=1)
+    return {
+        "local_compactness": local_compactness(z_clean, z_adv),
+        "local_smoothness": local_smoothness(logits_clean, logits_adv),
+        "global_compactness": global_compactness(z_adv, z_clean, y, y, scale),
+        "global_smoothness": global_smoothness(logits_adv, probs_clean, y, y, scale),
+        "entropy": entropy(logits_adv),
+    }

@@ -1,0 +1,131 @@
+"""Objectives as weighted compositions: presets, ablation controls, pass skipping."""
+
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from _tiny import TinyNet, tiny_batch
+from adrnet.attacks import Linf, pgd
+from adrnet.errors import ConfigError
+from adrnet.objectives import OBJECTIVES, TERM_NAMES, Objective, adr_terms, make_objective
+
+ADR_TERMS = TERM_NAMES[3:]
+
+
+class CountingNet(TinyNet):
+    """TinyNet that counts forward calls made with return_latent=True (the objective's passes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.passes = 0
+
+    def forward(self, x, return_latent=False):
+        self.passes += int(return_latent)
+        return super().forward(x, return_latent)
+
+
+def _attack(loss="ce"):
+    return functools.partial(pgd, threat=Linf(0.1), steps=3, step_size=0.03, loss=loss)
+
+
+def _loss_and_grads(objective, seed=0):
+    torch.manual_seed(seed)
+    model = TinyNet(batchnorm=True, dropout=0.2).train()
+    x, y = tiny_batch(n=12)
+    torch.manual_seed(seed + 1)
+    out = objective(model, x, y, _attack(objective.attack_loss))
+    grads = torch.autograd.grad(out["loss"], list(model.parameters()), allow_unused=True)
+    return out, grads
+
+
+@pytest.mark.parametrize("name,base", [("adr_pgd", None), ("adr_trades", "trades")])
+def test_adr_with_zero_adr_weights_equals_its_base_exactly(name, base):
+    zeros = {term: 0.0 for term in ADR_TERMS}
+    adr = make_objective(name, **zeros)
+    if base is None:  # the reference's own baseline: ce_clean + ce_adv
+        reference = make_objective("pgd_at", ce_clean=1.0)
+    else:
+        reference = make_objective(base, trades_kl=OBJECTIVES[name][0]["trades_kl"])
+    out_adr, grads_adr = _loss_and_grads(adr)
+    out_ref, grads_ref = _loss_and_grads(reference)
+    assert torch.equal(out_adr["loss"], out_ref["loss"])
+    for g_adr, g_ref in zip(grads_adr, grads_ref):
+        assert (g_adr is None and g_ref is None) or torch.equal(g_adr, g_ref)
+
+
+def test_trades_with_zero_beta_is_clean_ce_and_runs_no_attack():
+    model = CountingNet().eval()
+    x, y = tiny_batch()
+
+    def forbidden_attack(*args):
+        raise AssertionError("attack must not run when no term needs it")
+
+    out = make_objective("trades", trades_kl=0.0)(model, x, y, forbidden_attack)
+    assert torch.allclose(out["loss"], F.cross_entropy(model(x), y))
+    assert model.passes == 1
+
+
+def test_pgd_at_skips_the_clean_pass():
+    model = CountingNet().eval()
+    x, y = tiny_batch()
+    out = make_objective("pgd_at")(model, x, y, _attack())
+    assert model.passes == 1 and "logits_clean" not in out and "logits_adv" in out
+
+
+def test_loss_is_the_weighted_sum_of_reported_terms():
+    weights = {"ce_clean": 0.5, "ce_adv": 0.5, "local_compactness": 2.0, "entropy": 0.3,
+               "global_smoothness": 1.5, "global_compactness": 0.7, "local_smoothness": 1.1}
+    out, _ = _loss_and_grads(Objective(weights))
+    expected = sum(w * out[name] for name, w in weights.items())
+    assert torch.allclose(out["loss"], expected)
+    assert set(out) == {"loss", "logits_clean", "logits_adv", *weights}
+
+
+def test_adr_terms_in_objective_match_public_adr_terms():
+    model = TinyNet().eval()
+    x, y = tiny_batch()
+    torch.manual_seed(0)
+    out = make_objective("adr_pgd")(model, x, y, _attack())
+    torch.manual_seed(0)
+    x_adv = _attack()(model, x, y)
+    expected = adr_terms(*model(x, return_latent=True)[::-1], *model(x_adv, return_latent=True)[::-1], y)
+    for name, value in expected.items():
+        assert torch.allclose(out[name], value, atol=1e-6)
+
+
+def test_concat_pass_equals_two_passes_without_batchnorm():
+    model = TinyNet().eval()
+    x, y = tiny_batch()
+    results = []
+    for concat in (False, True):
+        torch.manual_seed(0)
+        results.append(make_objective("adr_pgd", concat=concat)(model, x, y, _attack())["loss"])
+    assert torch.allclose(results[0], results[1], atol=1e-6)
+
+
+def test_gather_of_own_batch_changes_nothing():
+    model = TinyNet().eval()
+    x, y = tiny_batch()
+    outs = []
+    for gather in (None, lambda t: t.clone()):
+        torch.manual_seed(0)
+        outs.append(make_objective("adr_pgd")(model, x, y, _attack(), gather=gather)["loss"])
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_trades_presets_attack_with_kl_and_pgd_with_ce():
+    assert make_objective("trades").attack_loss == "kl"
+    assert make_objective("adr_trades").attack_loss == "kl"
+    assert make_objective("pgd_at").attack_loss == "ce"
+    assert make_objective("trades").weights["trades_kl"] == 6.0
+
+
+def test_unknown_names_are_config_errors():
+    with pytest.raises(ConfigError, match="allowed"):
+        make_objective("madry")
+    with pytest.raises(ConfigError, match="lambda_typo"):
+        make_objective("adr_pgd", lambda_typo=1.0)
+    with pytest.raises(ConfigError, match="scale"):
+        make_objective("adr_pgd", scale=0.0)
