@@ -1,0 +1,22 @@
+"""adrnet.data: MNIST, Fashion-MNIST, CIFAR-10 and toy 2-D sets from local files.
+
+Why: adversarial training (Madry et al. 2018; ADR, Bui et al. 2020) needs inputs
+in [0, 1] (the threat model's box), a held-out validation split for checkpoint
+selection, and batches that are reproducible for resumable and distributed
+runs. Loading never touches the network; ``fetch_mnist`` is the only function
+that does, and only when the user asks (``adrnet data fetch mnist``).
+Default data locations: see :mod:`adrnet.data.paths`.
+"""
+
+from adrnet.data.augment import random_crop_flip
+from adrnet.data.batches import iterate_batches, seeded_generator
+from adrnet.data.fetch import fetch_mnist
+from adrnet.data.info import DATASETS, DatasetInfo, Splits, TensorPair
+from adrnet.data.paths import default_cache_dir, default_roots
+from adrnet.data.splits import DEFAULT_VAL_SIZE, load_splits
+
+__all__ = [
+    "DATASETS", "DEFAULT_VAL_SIZE", "DatasetInfo", "Splits", "TensorPair",
+    "default_cache_dir", "default_roots", "fetch_mnist", "iterate_batches",
+    "load_splits", "random_crop_flip", "seeded_generator",
+]

@@ -1,0 +1,61 @@
+"""Dataset descriptions and the containers every loader returns.
+
+Why a registry of plain frozen records: models, configs and the CLI need a data
+set's shape, class count and normalisation before (or without) reading any file,
+and tests parametrise over ``DATASETS``. Inputs are always float32 in [0, 1]
+(NCHW for images, [N, 2] for the toy sets); ``mean``/``std`` are what the
+model's first layer uses to normalise, never applied to the data itself.
+
+MNIST and Fashion-MNIST use the identity normalisation (mean 0, std 1) because
+the ADR reference code (Bui et al., ECCV 2020) feeds raw [0, 1] pixels to
+SmallCNN; CIFAR-10 uses its usual per-channel statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a data set, without loading it."""
+
+    name: str
+    shape: tuple[int, ...]  # (C, H, W) for images, (features,) for the toy sets
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool  # whether training uses pad-4 random crop + horizontal flip
+
+
+class TensorPair(NamedTuple):
+    """Inputs (float32 in [0, 1]) and labels (int64) of one split."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class Splits(NamedTuple):
+    """Train, held-out validation (for checkpoint selection) and test splits."""
+
+    train: TensorPair
+    val: TensorPair
+    test: TensorPair
+
+
+_TOY = dict(shape=(2,), mean=(0.0, 0.0), std=(1.0, 1.0), augment=False)
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("mnist", (1, 28, 28), 10, (0.0,), (1.0,), False),
+    "fashion_mnist": DatasetInfo("fashion_mnist", (1, 28, 28), 10, (0.0,), (1.0,), False),
+    "cifar10": DatasetInfo(
+        "cifar10", (3, 32, 32), 10,
+        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True,
+    ),
+    "moons": DatasetInfo("moons", num_classes=2, **_TOY),
+    "circles": DatasetInfo("circles", num_classes=2, **_TOY),
+    "blobs": DatasetInfo("blobs", num_classes=3, **_TOY),
+}

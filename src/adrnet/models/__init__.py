@@ -1,0 +1,102 @@
+"""Model registry for adrnet: every model is a :class:`Classifier` built by name.
+
+The models are those of the ADR paper's experiments (Bui et al., ECCV 2020): SmallCNN
+for MNIST / Fashion-MNIST (L∞, ε = 0.3), ResNet-18, PreAct ResNet-18 and WRN-34-10 for
+CIFAR-10 (L∞, ε = 8/255), plus a small MLP for 2-D toy data. A registry (not a class
+hierarchy) keeps the config a plain name and lets tests parametrize over every model.
+
+    model = build_model("smallcnn", num_classes=10, in_shape=(1, 28, 28),
+                        mean=(0.0,), std=(1.0,))
+    logits, z = model(x, return_latent=True)      # z: [B, model.latent_dim]
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+
+from adrnet.errors import ConfigError
+from adrnet.models.classifier import Classifier, Normalize
+from adrnet.models.mlp import build_mlp
+from adrnet.models.resnet import build_preact_resnet18, build_resnet18
+from adrnet.models.smallcnn import build_smallcnn
+from adrnet.models.wideresnet import build_wrn, build_wrn34_10
+
+MODELS: dict[str, Callable[..., Classifier]] = {
+    "smallcnn": build_smallcnn,
+    "resnet18": build_resnet18,
+    "preact_resnet18": build_preact_resnet18,
+    "wrn": build_wrn,
+    "wrn34_10": build_wrn34_10,
+    "mlp": build_mlp,
+}
+
+_COMMON = ("num_classes", "in_shape", "mean", "std", "latent")
+
+
+def model_options(name: str) -> dict[str, object]:
+    """The extra keyword options of model ``name`` with their defaults."""
+    builder = _builder(name)
+    params = inspect.signature(builder).parameters.values()
+    return {p.name: p.default for p in params if p.name not in _COMMON}
+
+
+def build_model(name: str, *, num_classes: int, in_shape: Sequence[int],
+                mean: Sequence[float], std: Sequence[float], latent: str | None = None,
+                **options) -> Classifier:
+    """Build registry model ``name``; unknown names or options raise ConfigError.
+
+    ``latent`` names the stage whose flattened output is ADR's z (None: the model's
+    default, see method.md). The returned model records how it was built in
+    ``model.spec`` (a JSON-able dict), so checkpoints can name and rebuild it.
+    """
+    allowed = model_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {unknown} for model {name!r}; allowed: {sorted(allowed)}"
+        )
+    in_shape = _check_in_shape(in_shape)
+    model = _builder(name)(num_classes=num_classes, in_shape=in_shape, mean=mean, std=std,
+                           latent=latent, **options)
+    model.spec = {
+        "name": name, "num_classes": num_classes, "in_shape": list(in_shape),
+        "mean": _floats(mean), "std": _floats(std),
+        "latent": model.latent, "options": _plain({**allowed, **options}),
+    }
+    return model
+
+
+def _plain(options: dict) -> dict:
+    """Tuples as lists, so the spec writes to JSON / TOML and compares equal after."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+
+
+def _floats(values) -> list[float]:
+    """Per-channel values exactly as given (already validated by Normalize)."""
+    return [float(v) for v in values] if isinstance(values, Iterable) else [float(values)]
+
+
+def _builder(name: str) -> Callable[..., Classifier]:
+    if not isinstance(name, str) or name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[name]
+
+
+def _check_in_shape(in_shape: Sequence[int]) -> tuple[int, ...]:
+    try:
+        shape = tuple(in_shape)
+        valid = bool(shape) and all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+        )
+    except TypeError:
+        valid = False
+    if not valid:
+        raise ConfigError(
+            f"in_shape must be a non-empty list of positive integers, e.g. [1, 28, 28] "
+            f"or [2], got {in_shape!r}"
+        )
+    return shape
+
+
+__all__ = ["MODELS", "Classifier", "Normalize", "build_model", "model_options"]
