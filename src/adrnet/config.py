@@ -1,0 +1,277 @@
+"""Run configuration: nested frozen dataclasses, read from and written to TOML.
+
+Why: a run of ADR (Bui et al., ECCV 2020) or its bases PGD-AT (Madry et al., 2018)
+and TRADES (Zhang et al., 2019) is defined by a few dozen numbers (ε of the L∞/L2
+threat model, PGD steps, term weights, schedule...). Keeping every one of them in
+one immutable value, saved as ``config.toml`` next to every checkpoint, makes a run
+reproducible from its directory alone: ``adrnet train --config RUN/config.toml``.
+Presets are plain files in ``configs/``; command-line overrides use TOML value
+syntax (``train.epochs=3``, ``schedule.milestones=[55, 75, 90]``). Every unknown key,
+wrong type or out-of-range value raises :class:`ConfigError` naming the key and
+what is allowed. Optional settings are omitted from the TOML file when unset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import tomli_w
+
+from adrnet.config_values import check_ranges, coerce_section, parse_override
+from adrnet.errors import ConfigError
+
+
+def _opt(default, **limits):
+    """A dataclass field with value limits (ge, gt, le, lt) checked at load time."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=limits)
+    return field(default=default, metadata=limits)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist"                  # a key of adrnet.data.DATASETS
+    root: Optional[str] = None           # data directory; unset: the default search path
+    val_size: Optional[int] = _opt(None, ge=1)   # unset: the data set's default split
+    augment: Optional[bool] = None       # unset: the data set's default (crop+flip on CIFAR)
+    train_subset: int = _opt(0, ge=0)    # >0: train on the first N examples only
+    split_seed: int = 0                  # seed of the train/validation split
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "smallcnn"               # a key of adrnet.models.MODELS
+    latent: Optional[str] = None         # stage whose output is z; unset: the model's default
+    options: dict[str, Any] = _opt({})   # extra keyword arguments of the model builder
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    threat: Literal["linf", "l2"] = "linf"
+    eps: float = _opt(0.3, ge=0)
+    steps: int = _opt(40, ge=1)
+    step_size: float = _opt(0.01, gt=0)
+    random_start: bool = True
+    train_mode: bool = False             # attack in train mode (TF reference) instead of eval
+    eps_warmup_epochs: float = _opt(0.0, ge=0)  # ε (and step size) ramp linearly, per step
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    name: str = "adr_pgd"                # pgd_at, trades, adr_pgd, adr_trades
+    weights: dict[str, float] = _opt({}) # overrides of the preset's term weights
+    scale: float = _opt(0.99, gt=0, le=1)  # s of the pair weight 1 - 1/s
+    concat: bool = False                 # one forward pass on [clean; adv] (mixes BN stats)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = _opt(0.01, gt=0)
+    momentum: float = _opt(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = _opt(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: Literal["piecewise", "cosine", "onecycle", "constant"] = "piecewise"
+    milestones: tuple[float, ...] = ()   # piecewise: epochs where the factor changes
+    lr_factors: tuple[float, ...] = ()   # piecewise: lr = base lr x factor from milestone i on
+    warmup_epochs: float = _opt(0.0, ge=0)     # linear warm-up from 0 (piecewise, cosine)
+    pct_start: float = _opt(0.3, gt=0, lt=1)   # onecycle: share of the run spent rising
+    start_factor: float = _opt(0.04, gt=0, le=1)  # onecycle: lr starts at base x this
+    min_factor: float = _opt(0.0, ge=0, le=1)  # cosine/onecycle: final lr = base x this
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _opt(100, ge=1)
+    batch_size: int = _opt(128, ge=1)
+    seed: int = 0
+    device: str = "auto"                 # auto (CUDA if present), cpu, cuda
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    checkpoint_every: int = _opt(0, ge=0)  # steps between resumable checkpoints; 0: epoch ends
+    log_every: int = _opt(50, ge=1)      # steps between step records in metrics.jsonl
+    progress: bool = True                # tqdm progress bar
+    num_threads: int = _opt(0, ge=0)     # CPU threads; 0: torch's default
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    val_every: int = _opt(1, ge=1)       # epochs between validations (the last always runs)
+    val_size: int = _opt(1000, ge=0)     # validation examples used; 0: the whole split
+    val_steps: int = _opt(20, ge=1)      # PGD-k of validation
+    val_step_size: Optional[float] = _opt(None, gt=0)  # unset: 2.5 x eps / val_steps
+    batch_size: int = _opt(500, ge=1)
+    test_steps: int = _opt(200, ge=1)    # PGD-k of `adrnet eval` (the paper: PGD-200)
+    test_step_size: Optional[float] = _opt(None, gt=0)  # unset: 2.5 x eps / test_steps
+    test_restarts: int = _opt(1, ge=1)
+    autoattack_n: int = _opt(1000, ge=0)  # first N test images for AutoAttack
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def config_from_dict(raw: dict) -> Config:
+    """Build and validate a Config from nested plain data (missing keys: defaults)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a table of sections, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown config section [{unknown[0]}]; allowed sections: "
+                          f"{', '.join(SECTIONS)}")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        section = raw.get(name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"config key '{name}' must be a table [{name}], "
+                              f"got {section!r}")
+        sections[name] = cls(**coerce_section(name, cls, section))
+        check_ranges(name, sections[name])
+    cfg = Config(**sections)
+    _check_consistency(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Nested plain data (lists for tuples, unset options left out), TOML-ready."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+    return clean(dataclasses.asdict(cfg))
+
+
+def load_config(path: str | os.PathLike | None, overrides=()) -> Config:
+    """Read a TOML config (or start from the defaults when ``path`` is None) and
+    apply overrides ``"section.key=value"`` (value in TOML syntax; bare words are strings)."""
+    raw = _read_toml(Path(path)) if path is not None else {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_nested(raw, keys, value, text)
+    return config_from_dict(raw)
+
+
+def apply_overrides(cfg: Config, overrides) -> Config:
+    """``cfg`` with ``"section.key=value"`` overrides applied (validated again)."""
+    raw = config_to_dict(cfg)
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_nested(raw, keys, value, text)
+    return config_from_dict(raw)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write ``cfg`` as TOML atomically (temporary file, fsync, rename)."""
+    from adrnet.train.checkpoint import atomic_write_bytes
+    atomic_write_bytes(Path(path), tomli_w.dumps(config_to_dict(cfg)).encode())
+
+
+def config_diff(old: Config, new: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+    flat_old, flat_new = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
+    return sorted(k for k in flat_old.keys() | flat_new.keys()
+                  if flat_old.get(k) != flat_new.get(k))
+
+
+def _flatten(raw: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and key not in ("options", "weights"):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _read_toml(path: Path) -> dict:
+    if not path.is_file():
+        hint = sorted(p.name for p in Path("configs").glob("*.toml"))[:40]
+        raise ConfigError(f"config file {path} not found" +
+                          (f"; presets in configs/: {', '.join(hint)}" if hint else ""))
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _set_nested(raw: dict, keys: list[str], value, text: str) -> None:
+    table = raw
+    for key in keys[:-1]:
+        table = table.setdefault(key, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"override {text!r}: '{key}' is not a table")
+    table[keys[-1]] = value
+
+
+def _check_consistency(cfg: Config) -> None:
+    """Checks that involve several keys or the registries of other packages."""
+    sched = cfg.schedule
+    if len(sched.milestones) != len(sched.lr_factors):
+        raise ConfigError("config keys 'schedule.milestones' and 'schedule.lr_factors' "
+                          f"must have the same length (got {len(sched.milestones)} and "
+                          f"{len(sched.lr_factors)}): one lr factor per milestone")
+    if list(sched.milestones) != sorted(set(sched.milestones)):
+        raise ConfigError("config key 'schedule.milestones' must be strictly increasing, "
+                          f"got {list(sched.milestones)}")
+    if cfg.train.device not in DEVICES:
+        raise ConfigError(f"config key 'train.device' must be one of {', '.join(DEVICES)} "
+                          f"(got {cfg.train.device!r}); under torchrun each process takes "
+                          "cuda:LOCAL_RANK")
+    _check_registry("data.name", cfg.data.name, "adrnet.data", "DATASETS")
+    _check_registry("model.name", cfg.model.name, "adrnet.models", "MODELS")
+    _check_registry("objective.name", cfg.objective.name, "adrnet.objectives", "OBJECTIVES")
+    _check_weights(cfg.objective.weights)
+
+
+def _registry(module: str, name: str):
+    """A registry of another package, or None while that package is not importable."""
+    try:
+        return getattr(__import__(module, fromlist=[name]), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _check_registry(key: str, value: str, module: str, name: str) -> None:
+    registry = _registry(module, name)
+    if registry is not None and value not in registry:
+        raise ConfigError(f"config key '{key}' must be one of {', '.join(sorted(registry))} "
+                          f"(got {value!r})")
+
+
+TERM_NAMES = ("ce_clean", "ce_adv", "trades_kl", "local_compactness", "local_smoothness",
+              "global_compactness", "global_smoothness", "entropy")
+
+
+def _check_weights(weights: dict[str, float]) -> None:
+    for term, weight in weights.items():
+        if term not in TERM_NAMES:
+            raise ConfigError(f"unknown config key 'objective.weights.{term}'; allowed "
+                              f"terms: {', '.join(TERM_NAMES)}")
+        if weight < 0:
+            raise ConfigError(f"config key 'objective.weights.{term}' must be >= 0 "
+                              f"(got {weight})")

@@ -1,0 +1,217 @@
+"""`adrnet eval` as a library function: load a run, attack it, write ``eval.json``.
+
+Why: the command line only parses arguments; everything it does is this one
+function, so it is tested and usable from Python. The protocol follows the
+paper's code (Bui et al., ECCV 2020): PGD-k (the config's ``eval.test_steps``,
+PGD-200 by default) and AutoAttack (Croce & Hein, ICML 2020) on the test split,
+and the reported robust accuracy is the per-example worst case over every
+attack run. When AutoAttack is among the attacks and no ``n`` is given, all
+attacks use the first ``eval.autoattack_n`` images (1000 in the paper), so the
+worst case is taken over one common set of examples.
+Threat model: L∞ or L2 ball of radius ε (defaults: the run's training threat).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from adrnet.errors import ConfigError
+from adrnet.eval.atomic import write_json_atomic
+from adrnet.eval.attacks_suite import (attack_settings, build_attacks, check_eps, make_attack,
+                                       parse_attack_names)
+from adrnet.eval.autoattack import autoattack_eval
+from adrnet.eval.robust import robust_accuracy
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Settings of one evaluation; ``None`` means "take it from the run's config"."""
+
+    attacks: tuple[str, ...] = ("fgsm", "pgd")
+    eps: float | None = None
+    norm: str | None = None
+    n: int | None = None
+    split: str = "test"
+    steps: int | None = None
+    step_size: float | None = None
+    restarts: int | None = None
+    batch_size: int | None = None
+    device: str = "auto"
+    which: str = "best"
+    data_root: str | None = None
+    sweep: tuple[float, ...] | str | None = None  # or "paper"
+    sanity: bool = False
+    sanity_n: int = 200
+    diagnostics: bool = True
+    diagnostics_n: int = 200
+    autoattack_version: str = "standard"
+    autoattack_attacks: tuple[str, ...] | None = None
+    autoattack_state: str | None = None
+    seed: int = 0
+    progress: bool = True
+    out: str | None = None
+
+
+def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
+    """Fill the ``None`` settings from the run's config and validate everything."""
+    attacks = tuple(parse_attack_names(list(options.attacks)))
+    norm = options.norm or cfg.attack.threat
+    if options.eps is None and norm != cfg.attack.threat:
+        raise ConfigError(f"give --eps for --norm {norm}: the run was trained under "
+                          f"{cfg.attack.threat} eps={cfg.attack.eps}, which is no {norm} radius")
+    eps = cfg.attack.eps if options.eps is None else float(options.eps)
+    check_eps(eps, norm)
+    n = options.n
+    if n is None and "autoattack" in attacks and cfg.eval.autoattack_n:
+        n = cfg.eval.autoattack_n
+    if n is not None and n <= 0:
+        raise ConfigError(f"--n must be a positive number of examples, got {n}")
+    if options.split not in ("test", "val"):
+        raise ConfigError(f"--split must be 'test' or 'val', got {options.split!r}")
+    steps = options.steps or cfg.eval.test_steps
+    sweep = options.sweep
+    if isinstance(sweep, str):
+        from adrnet.eval.sweep import parse_eps_list
+        sweep = tuple(parse_eps_list(sweep, dataset=cfg.data.name, norm=norm))
+    # the config's step size belongs to its own (steps, ε); with either overridden: 2.5·ε/steps
+    step_size = options.step_size if options.step_size is not None else (
+        cfg.eval.test_step_size if options.eps is None and options.steps is None else None)
+    return replace(options, attacks=attacks, norm=norm, eps=eps, n=n, steps=steps, sweep=sweep,
+                   step_size=step_size, restarts=options.restarts or cfg.eval.test_restarts,
+                   batch_size=options.batch_size or cfg.eval.batch_size,
+                   device=pick_device(options.device))
+
+
+def pick_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"--device must be cpu, cuda or auto, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    return name
+
+
+def locate(target: Path, which: str, out: str | None) -> tuple[Path, Path]:
+    """(checkpoint stem, output file): ``eval.json`` goes in the run directory, also
+    when a checkpoint file is given; the stem names the checkpoint actually used."""
+    from adrnet.train import resolve_checkpoint
+    stem = resolve_checkpoint(target, which).stem.resolve()
+    folder = stem.parent
+    default = (folder.parent if folder.name == "checkpoints" else folder) / "eval.json"
+    return stem, Path(out) if out else default
+
+
+def load_eval_data(cfg, split: str, n: int | None, data_root: str | None):
+    """(x, y) of the first ``n`` examples of the run's ``split``."""
+    from adrnet.data import load_splits
+    splits = load_splits(cfg.data.name, root=data_root or cfg.data.root,
+                         val_size=cfg.data.val_size, seed=cfg.data.split_seed)
+    pair = splits.test if split == "test" else splits.val
+    x, y = pair
+    if n is not None and n > len(y):
+        raise ConfigError(f"--n {n} is more than the {len(y)} examples of the {split} split")
+    return (x, y) if n is None else (x[:n], y[:n])
+
+
+def run_attacks(model, x, y, opts: EvalOptions) -> tuple:
+    """(EvalResult, AutoAttack summary or None) for the chosen attacks."""
+    fns, settings = build_attacks(list(opts.attacks), norm=opts.norm, eps=opts.eps,
+                                  steps=opts.steps, restarts=opts.restarts,
+                                  step_size=opts.step_size)
+    extra, aa_summary = {}, None
+    if "autoattack" in opts.attacks:
+        aa = autoattack_eval(model, x, y, norm=opts.norm, eps=opts.eps,
+                             version=opts.autoattack_version,
+                             attacks=list(opts.autoattack_attacks) if opts.autoattack_attacks else None,
+                             device=opts.device, seed=opts.seed, batch_size=opts.batch_size,
+                             state_path=opts.autoattack_state, progress=opts.progress)
+        extra["autoattack"] = aa.robust
+        settings["autoattack"] = aa.settings
+        aa_summary = {"accuracy_after": aa.accuracy_after, "warnings": aa.warnings}
+    result = robust_accuracy(model, x, y, fns, batch_size=opts.batch_size, settings=settings,
+                             extra_correct=extra, progress=opts.progress)
+    return result, aa_summary
+
+
+def run_diagnostics(model, x, y, opts: EvalOptions) -> dict:
+    """Layer divergence and latent t-SNE on the first ``diagnostics_n`` examples."""
+    from adrnet.eval.divergence import latent_tsne, layer_divergence
+    xs, ys = x[:opts.diagnostics_n], y[:opts.diagnostics_n]
+    s = attack_settings("pgd", norm=opts.norm, eps=opts.eps, steps=min(opts.steps, 20))
+    x_adv = make_attack(s)(model, xs.to(opts.device), ys.to(opts.device)).cpu()
+    out = {"n": len(ys), "attack": s.to_dict()}
+    if hasattr(model, "forward_stages"):
+        out["divergence"] = layer_divergence(model, xs, x_adv, opts.batch_size)
+    try:
+        out["tsne"] = latent_tsne(model, xs, x_adv, ys, seed=opts.seed)
+    except ImportError:
+        out["tsne_skipped"] = "scikit-learn is not installed (pip install scikit-learn)"
+    return out
+
+
+def _merge_sweeps(path: Path, checkpoint: str, norm: str, rows) -> dict:
+    """Sweeps of an earlier ``eval.json`` of the same checkpoint, updated with ``rows``
+    (so an L∞ and an L2 sweep, run one after the other, both reach the report)."""
+    import json
+    sweeps = {}
+    try:
+        previous = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        previous = {}
+    if previous.get("checkpoint") == checkpoint:
+        sweeps = previous.get("sweeps") or {}
+    if rows is not None:
+        sweeps[norm] = rows
+    return sweeps
+
+
+def evaluate_run(target: str | Path, options: EvalOptions = EvalOptions()) -> dict:
+    """Evaluate a run directory or checkpoint; write and return the ``eval.json`` record."""
+    from adrnet.train import load_model
+    started = time.time()
+    target = Path(target)
+    model, cfg = load_model(target, map_location="cpu", which=options.which)
+    opts = resolve_options(options, cfg)
+    model = model.to(opts.device).eval()
+    stem, out_path = locate(target, opts.which, opts.out)
+    x, y = load_eval_data(cfg, opts.split, opts.n, opts.data_root)
+    torch.manual_seed(opts.seed)
+    result, aa_summary = run_attacks(model, x, y, opts)
+    record = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "checkpoint": str(stem), "which": stem.name, "dataset": cfg.data.name,
+              "model": cfg.model.name, "objective": cfg.objective.name, "split": opts.split,
+              "norm": opts.norm, "eps": opts.eps, "device": opts.device, "seed": opts.seed,
+              **result.to_dict()}
+    if aa_summary:
+        record["autoattack"] = aa_summary
+    record.update(extra_analyses(model, x, y, opts, out_path, str(stem)))
+    record["seconds"] = round(time.time() - started, 1)
+    write_json_atomic(out_path, record)
+    record["path"] = str(out_path)
+    return record
+
+
+def extra_analyses(model, x, y, opts: EvalOptions, out_path: Path, checkpoint: str) -> dict:
+    """The optional parts of ``eval.json``: ε sweep, sanity checks, diagnostics."""
+    from adrnet.eval.sanity import sanity_checks
+    from adrnet.eval.sweep import eps_sweep
+    rows, extra = None, {}
+    if opts.sweep:
+        rows = eps_sweep(model, x, y, norm=opts.norm, eps_list=opts.sweep,
+                         attacks=[a for a in opts.attacks if a != "autoattack"] or ["pgd"],
+                         steps=opts.steps, restarts=opts.restarts, batch_size=opts.batch_size,
+                         progress=opts.progress)
+    extra["sweeps"] = _merge_sweeps(out_path, checkpoint, opts.norm, rows)
+    if opts.sanity:
+        extra["sanity"] = sanity_checks(model, x[:opts.sanity_n], y[:opts.sanity_n], norm=opts.norm,
+                                        eps=opts.eps, steps=min(opts.steps, 20),
+                                        batch_size=opts.batch_size, seed=opts.seed).to_dict()
+    if opts.diagnostics:
+        extra["diagnostics"] = run_diagnostics(model, x, y, opts)
+    return extra

@@ -1,0 +1,95 @@
+"""The report's figures, drawn from run files (metrics.jsonl, eval.json).
+
+Why: the report compares runs (e.g. PGD-AT against ADR, Bui et al., ECCV 2020)
+on the quantities the paper argues with: training curves, robust accuracy vs ε
+(L∞/L2), the clean-vs-adversarial divergence across layers and a t-SNE of the
+latent z. Figures are built on matplotlib's object API (no pyplot global state,
+no display) and returned as PNG bytes. Threat model: as recorded in eval.json.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Mapping
+
+from adrnet.eval.divergence import plot_divergence, plot_tsne
+from adrnet.eval.sweep import plot_sweep
+
+LOSS_KEYS = ("loss",)
+ACC_KEYS = ("acc_clean", "acc_adv", "val_acc_clean", "val_acc_robust")
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def to_png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _curve(records: list[dict], key: str) -> tuple[list, list]:
+    points = [(r.get("epoch", i), r[key]) for i, r in enumerate(records)
+              if isinstance(r.get(key), (int, float))]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def training_curves(metrics: Mapping[str, list[dict]]) -> bytes | None:
+    """Loss and accuracies per epoch (step records when a run has no epoch yet)."""
+    if not any(metrics.values()):
+        return None
+    fig = _figure(10, 3.6)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for label, records in metrics.items():
+        epochs = [r for r in records if r.get("kind") == "epoch"] or records
+        xs, ys = _curve(epochs, "loss")
+        line = ax_loss.plot(xs, ys, marker=".", label=label)[0]
+        for key, style in zip(ACC_KEYS, ("-", "--", ":", "-.")):
+            xs, ys = _curve(epochs, key)
+            if xs:
+                ax_acc.plot(xs, [100 * y for y in ys], style, color=line.get_color(),
+                            label=f"{label}: {key}")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (train batches and validation)")
+    from matplotlib.ticker import MaxNLocator
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return to_png(fig)
+
+
+def sweep_figure(sweeps: Mapping[str, Mapping[str, list[dict]]]) -> bytes | None:
+    """Robust accuracy vs ε, one panel per norm, one line per run."""
+    norms = sorted({norm for per_run in sweeps.values() for norm in per_run})
+    if not norms:
+        return None
+    fig = _figure(5 * len(norms), 3.6)
+    axes = fig.subplots(1, len(norms), squeeze=False)[0]
+    for ax, norm in zip(axes, norms):
+        plot_sweep(ax, {label: s[norm] for label, s in sweeps.items() if norm in s}, norm)
+        ax.set_title(f"worst-case accuracy vs ε ({norm})")
+    return to_png(fig)
+
+
+def divergence_figure(curves: Mapping[str, Mapping[str, float]]) -> bytes | None:
+    if not curves:
+        return None
+    fig = _figure(6.5, 3.8)
+    ax = fig.subplots()
+    plot_divergence(ax, curves)
+    ax.set_title("clean vs adversarial representation, per layer")
+    return to_png(fig)
+
+
+def tsne_figure(embeddings: Mapping[str, Mapping[str, list]]) -> bytes | None:
+    """Side-by-side t-SNE panels (one per run) of clean (o) and adversarial (x) z."""
+    if not embeddings:
+        return None
+    fig = _figure(4.2 * len(embeddings), 4.2)
+    axes = fig.subplots(1, len(embeddings), squeeze=False)[0]
+    for ax, (label, embedding) in zip(axes, embeddings.items()):
+        plot_tsne(ax, embedding, title=f"{label}: latent z (o clean, x adversarial)")
+    return to_png(fig)

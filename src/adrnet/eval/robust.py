@@ -1,0 +1,125 @@
+"""Robust accuracy as the per-example worst case over every attack run.
+
+Why: a robust-accuracy number is only as strong as the attack behind it, and
+different attacks fail on different examples (Croce & Hein, ICML 2020, the
+AutoAttack paper; Carlini et al. 2019, "On Evaluating Adversarial Robustness").
+An example counts as robust only if it is classified correctly clean *and*
+under every attack, so adding an attack can only lower the reported number.
+Threat model: whatever each attack implements (L∞ or L2 balls around x in [0, 1]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from adrnet.attacks import attack_mode
+
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracies of one evaluation; ``correct`` holds the per-example flags."""
+
+    n: int
+    clean_accuracy: float
+    attack_accuracy: dict[str, float]
+    worst_case_accuracy: float
+    attack_settings: dict[str, dict] = field(default_factory=dict)
+    correct: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (per-example flags left out)."""
+        return {
+            "n": self.n,
+            "clean_accuracy": self.clean_accuracy,
+            "attack_accuracy": dict(self.attack_accuracy),
+            "worst_case_accuracy": self.worst_case_accuracy,
+            "attack_settings": dict(self.attack_settings),
+        }
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for none)."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Predicted labels in eval mode (every submodule's mode is restored), on CPU."""
+    device = model_device(model)
+    with attack_mode(model):
+        parts = [model(x[i:i + batch_size].to(device)).argmax(1).cpu()
+                 for i in range(0, len(x), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+
+def attack_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,
+                   attack_only: torch.Tensor | None = None, batch_size: int = 256,
+                   desc: str | None = None, progress: bool = False) -> torch.Tensor:
+    """Per-example flag: still classified correctly after ``attack``.
+
+    Examples outside ``attack_only`` (e.g. already wrong when clean) are not
+    attacked and count as not correct, which is what the worst case needs.
+    """
+    todo = torch.ones(len(x), dtype=torch.bool) if attack_only is None else attack_only.clone()
+    correct = torch.zeros(len(x), dtype=torch.bool)
+    index = todo.nonzero().flatten()
+    device = model_device(model)
+    for start in tqdm(range(0, len(index), batch_size), desc=desc, disable=not progress,
+                      leave=False):
+        batch = index[start:start + batch_size]
+        xb, yb = x[batch].to(device), y[batch].to(device)
+        x_adv = attack(model, xb, yb)
+        correct[batch] = predict(model, x_adv, batch_size).eq(yb.cpu())
+    return correct
+
+
+def worst_case(clean_correct: torch.Tensor, correct: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Robust flags: correct when clean and under every attack."""
+    robust = clean_correct.clone().bool()
+    for flags in correct.values():
+        robust &= flags.bool()
+    return robust
+
+
+def summarize(clean_correct: torch.Tensor, correct: Mapping[str, torch.Tensor],
+              settings: Mapping[str, dict] | None = None) -> EvalResult:
+    """Build an :class:`EvalResult` from per-example flags (pure)."""
+    n = int(clean_correct.numel())
+    if n == 0:
+        raise ValueError("cannot summarise an evaluation of 0 examples")
+    robust = worst_case(clean_correct, correct)
+    per_attack = {name: float((flags.bool() & clean_correct.bool()).float().mean())
+                  for name, flags in correct.items()}
+    flags = {"clean": clean_correct.bool(), **{k: v.bool() for k, v in correct.items()},
+             "worst_case": robust}
+    return EvalResult(n=n, clean_accuracy=float(clean_correct.float().mean()),
+                      attack_accuracy=per_attack, worst_case_accuracy=float(robust.float().mean()),
+                      attack_settings=dict(settings or {}), correct=flags)
+
+
+def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    attacks: Mapping[str, Attack], *, batch_size: int = 256,
+                    settings: Mapping[str, dict] | None = None,
+                    extra_correct: Mapping[str, torch.Tensor] | None = None,
+                    progress: bool = False) -> EvalResult:
+    """Clean, per-attack and worst-case accuracy of ``model`` on (x, y).
+
+    Each attack is a callable ``attack(model, x, y) -> x_adv`` and runs on every
+    example that is correct when clean. ``extra_correct`` merges flags computed
+    elsewhere (e.g. AutoAttack's) into the worst case.
+    """
+    clean_correct = predict(model, x, batch_size).eq(y.cpu())
+    correct = {name: attack_correct(model, x, y, attack, attack_only=clean_correct,
+                                    batch_size=batch_size, desc=name, progress=progress)
+               for name, attack in attacks.items()}
+    correct.update(extra_correct or {})
+    return summarize(clean_correct, correct, settings)

@@ -1,0 +1,101 @@
+"""Turn a :class:`~adrnet.config.Config` into the objects a run needs.
+
+Why one place: training, resuming and ``load_model`` (used by evaluation) must
+build *the same* model from a config, and the per-step attack of adversarial
+training (PGD under an L∞ or L2 threat model, Madry et al. 2018; the TRADES KL
+attack, Zhang et al. 2019) must be parametrised the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from adrnet.config import Config
+from adrnet.errors import ConfigError
+
+
+def dataset_info(cfg: Config):
+    from adrnet.data import DATASETS
+    return DATASETS[cfg.data.name]
+
+
+def build_model_from_config(cfg: Config):
+    """The model of ``cfg`` (fresh initialisation from the current torch RNG)."""
+    from adrnet.models import build_model
+    info = dataset_info(cfg)
+    return build_model(cfg.model.name, num_classes=info.num_classes, in_shape=info.shape,
+                       mean=info.mean, std=info.std, latent=cfg.model.latent,
+                       **cfg.model.options)
+
+
+def model_identity(model, cfg: Config) -> dict:
+    """What a checkpoint records to recognise its architecture."""
+    spec = getattr(model, "spec", None) or {"name": cfg.model.name}
+    return {**spec, "parameters": {k: list(v.shape) for k, v in model.state_dict().items()}}
+
+
+def build_objective(cfg: Config):
+    from adrnet.objectives import make_objective
+    return make_objective(cfg.objective.name, scale=cfg.objective.scale,
+                          concat=cfg.objective.concat, **cfg.objective.weights)
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov, weight decay) or Adam, with lr = ``optim.lr``."""
+    opt = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opt.name == "sgd":
+        if opt.nesterov and opt.momentum == 0:
+            raise ConfigError("config key 'optim.nesterov' needs optim.momentum > 0")
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum,
+                               nesterov=opt.nesterov, weight_decay=opt.weight_decay)
+    return torch.optim.Adam(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
+
+
+def make_threat(name: str, eps: float):
+    from adrnet.attacks import THREATS
+    return THREATS[name](eps)
+
+
+def training_attack(cfg: Config, attack_loss: str, eps: float, step_size: float):
+    """``attack(model, x, y) -> x_adv`` for one training step at radius ``eps``."""
+    from adrnet.attacks import pgd
+    return functools.partial(pgd, threat=make_threat(cfg.attack.threat, eps),
+                             steps=cfg.attack.steps, step_size=step_size, loss=attack_loss,
+                             random_start=cfg.attack.random_start,
+                             keep_train_mode=cfg.attack.train_mode)
+
+
+def validation_step_size(cfg: Config) -> float:
+    """``eval.val_step_size``, or 2.5 ε / k (Madry et al.'s rule) when unset."""
+    if cfg.eval.val_step_size is not None:
+        return cfg.eval.val_step_size
+    return 2.5 * cfg.attack.eps / cfg.eval.val_steps
+
+
+def load_data(cfg: Config):
+    """The (train, val) tensor pairs of ``cfg`` (the test split is never used here)."""
+    from adrnet.data import TensorPair, load_splits
+    splits = load_splits(cfg.data.name, root=cfg.data.root, val_size=cfg.data.val_size,
+                         seed=cfg.data.split_seed)
+    train = splits.train
+    if cfg.data.train_subset:
+        n = cfg.data.train_subset
+        train = TensorPair(train.x[:n], train.y[:n])
+    val = splits.val
+    if cfg.eval.val_size:
+        val = TensorPair(val.x[:cfg.eval.val_size], val.y[:cfg.eval.val_size])
+    return train, val
+
+
+def augmentation(cfg: Config):
+    """The training augmentation (crop+flip) or None."""
+    use = cfg.data.augment if cfg.data.augment is not None else dataset_info(cfg).augment
+    if not use:
+        return None
+    from adrnet.data import random_crop_flip
+    if len(dataset_info(cfg).shape) != 3:
+        raise ConfigError("config key 'data.augment' = true needs image data (crop and flip)")
+    return random_crop_flip

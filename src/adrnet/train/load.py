@@ -1,0 +1,97 @@
+"""``load_model``: a trained classifier and its config from a run directory or checkpoint.
+
+Why: evaluation (PGD-k, AutoAttack, ε sweeps under the L∞/L2 threat models) and
+user code need the model exactly as trained, without trusting the files: the
+weights are safetensors (no code), verified against the SHA-256 in the
+checkpoint's JSON record, and the architecture is rebuilt from the config stored
+in that record and compared tensor by tensor before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from adrnet.config import Config, config_from_dict
+from adrnet.errors import CheckpointError, ConfigError
+from adrnet.train.checkpoint import (
+    CHECKPOINT_DIR, CheckpointFiles, _SUFFIXES, open_checkpoint, read_weights,
+)
+
+WHICH = ("best", "last")
+
+
+def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> CheckpointFiles:
+    """The checkpoint a user means by ``path``: a run directory (its ``which``
+    checkpoint), its checkpoints/ folder, or any of a checkpoint's three files."""
+    if which not in WHICH:
+        raise CheckpointError(f"which must be 'best' or 'last', got {which!r}")
+    path = Path(path)
+    if path.is_dir():
+        folder = path if path.name == CHECKPOINT_DIR else path / CHECKPOINT_DIR
+        if not folder.is_dir():
+            raise CheckpointError(f"{path} is not an adrnet run directory (no {CHECKPOINT_DIR}/ "
+                                  "inside); give a run directory or a checkpoint file")
+        return CheckpointFiles(folder / which)
+    for suffix in _SUFFIXES.values():
+        if path.name.endswith(suffix):
+            return CheckpointFiles(path.with_name(path.name[: -len(suffix)]))
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; give a run directory or a checkpoint file")
+    raise CheckpointError(f"{path} is not an adrnet checkpoint (expected a run directory or "
+                          f"a file ending in {', '.join(_SUFFIXES.values())})")
+
+
+def check_architecture(model: torch.nn.Module, weights: dict, source) -> None:
+    """Refuse weights whose tensor names or shapes differ from ``model``'s."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in weights.items()}
+    missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+    if not (missing or unexpected or wrong):
+        return
+    details = []
+    if wrong:
+        details.append(f"shape of {wrong[0]} is {list(found[wrong[0]])}, the model needs "
+                       f"{list(expected[wrong[0]])}" + (f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+    if missing:
+        details.append(f"missing {missing[:3]}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
+    if unexpected:
+        details.append(f"unexpected {unexpected[:3]}" + (f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""))
+    raise CheckpointError(f"{source} holds weights of a different architecture than its "
+                          f"config describes: {'; '.join(details)}")
+
+
+def config_of(meta: dict, source) -> Config:
+    try:
+        return config_from_dict(meta["config"])
+    except KeyError:
+        raise CheckpointError(f"{source} records no config") from None
+    except ConfigError as exc:
+        raise CheckpointError(f"{source} records a config this adrnet cannot use: {exc}") from None
+
+
+def load_model(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu",
+               which: str = "best"):
+    """(model in eval mode on ``map_location``, Config) of a run or checkpoint.
+
+    ``which`` picks the run's "best" (highest validation robust accuracy) or
+    "last" checkpoint when a run directory is given.
+    """
+    files = resolve_checkpoint(run_dir_or_checkpoint, which)
+    last = files.sibling("last")
+    if files.stem.name == "best" and not files.path("meta").exists() and last.path("meta").exists():
+        raise CheckpointError(f"{files.stem.parent} has no best checkpoint yet (no validation "
+                              "has finished); use the last one (which='last', adrnet eval "
+                              "--which last)")
+    files, meta = open_checkpoint(files)
+    cfg = config_of(meta, files.path("meta"))
+    from adrnet.train.builders import build_model_from_config
+    with torch.random.fork_rng(devices=[]):
+        model = build_model_from_config(cfg)
+    weights = read_weights(files, meta)
+    check_architecture(model, weights, files.path("weights"))
+    model.load_state_dict(weights)
+    return model.to(map_location).eval(), cfg

@@ -1,0 +1,124 @@
+"""The AutoAttack adapter (pyautoattack): flags, explicit device, resumable state file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import adrnet.eval.autoattack as aa_module
+from adrnet.errors import ConfigError
+from adrnet.eval.autoattack import autoattack_eval
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+EPS = 0.08
+
+
+@pytest.fixture
+def twenty(tiny_trained_model):
+    model, x, y = tiny_trained_model
+    return model, x[:20], y[:20]
+
+
+def test_custom_apgd_ce(twenty):
+    model, x, y = twenty
+    x_before = x.clone()
+    result = autoattack_eval(model, x, y, eps=EPS, version="custom", attacks=["apgd-ce"], batch_size=8)
+    assert torch.equal(x, x_before)
+    assert result.robust.dtype == torch.bool and result.robust.shape == (20,)
+    assert not (result.robust & ~result.clean_correct).any()  # robust implies clean-correct
+    assert result.accuracy < float(result.clean_correct.float().mean())  # the attack does something
+    assert list(result.accuracy_after) == ["apgd-ce"]
+    assert result.settings["device"] == "cpu" and result.settings["version"] == "custom"
+
+
+def test_standard_version_runs_all_four(twenty):
+    model, x, y = twenty
+    result = autoattack_eval(model, x, y, eps=EPS, version="standard", batch_size=20)
+    assert list(result.accuracy_after) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    after = list(result.accuracy_after.values())
+    assert after == sorted(after, reverse=True)  # each attack only removes robust examples
+    assert result.accuracy == pytest.approx(after[-1])
+
+
+def test_resume_from_state_file(twenty, tmp_path, monkeypatch):
+    model, x, y = twenty
+    kwargs = dict(eps=EPS, version="custom", attacks=["apgd-ce", "square"], batch_size=5,
+                  square_queries=100)
+    full = autoattack_eval(model, x, y, **kwargs)
+    state = tmp_path / "aa_state.json"
+    real = aa_module._attack_batch
+    calls = []
+
+    def crash_after_one(*args):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(aa_module, "_attack_batch", crash_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        autoattack_eval(model, x, y, state_path=state, **kwargs)
+    assert sum(json.loads(state.read_text())["attacked"]["apgd-ce"]) == 5
+    monkeypatch.setattr(aa_module, "_attack_batch", real)
+    resumed = autoattack_eval(model, x, y, state_path=state, **kwargs)
+    assert torch.equal(resumed.robust, full.robust)
+
+    def must_not_run(*args):
+        raise AssertionError("a finished evaluation must not attack again")
+    monkeypatch.setattr(aa_module, "_attack_batch", must_not_run)
+    again = autoattack_eval(model, x, y, state_path=state, **kwargs)
+    assert torch.equal(again.robust, full.robust)
+
+
+def test_state_file_of_another_evaluation_is_refused(twenty, tmp_path):
+    model, x, y = twenty
+    state = tmp_path / "s.json"
+    autoattack_eval(model, x, y, eps=EPS, version="custom", attacks=["apgd-ce"], state_path=state)
+    with pytest.raises(ConfigError, match="belongs to another evaluation"):
+        autoattack_eval(model, x, y, eps=2 * EPS, version="custom", attacks=["apgd-ce"], state_path=state)
+
+
+def test_global_rng_untouched(twenty):
+    model, x, y = twenty
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
+    autoattack_eval(model, x, y, eps=EPS, version="custom", attacks=["apgd-ce"], seed=7)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(version="custom"), "exactly when version='custom'"),
+    (dict(version="standard", attacks=["apgd-ce"]), "exactly when version='custom'"),
+    (dict(version="custom", attacks=["deepfool"]), "unknown AutoAttack attack"),
+    (dict(version="standard", norm="linf2"), "norm must be"),
+    (dict(version="standard", eps=-1.0), "eps must be"),
+])
+def test_bad_settings(twenty, kwargs, message):
+    model, x, y = twenty
+    with pytest.raises(ConfigError, match=message):
+        autoattack_eval(model, x, y, **{"eps": EPS, **kwargs})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+def test_cuda_without_cuda_is_a_clear_error(twenty):
+    model, x, y = twenty
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        autoattack_eval(model, x, y, eps=EPS, device="cuda")
+
+
+def test_too_few_classes_for_targeted_dlr(twenty):
+    model, x, y = twenty
+    three = torch.nn.Sequential(model, torch.nn.Linear(10, 3))
+    with pytest.raises(ConfigError, match="more classes"):
+        autoattack_eval(three, x, y % 3, eps=EPS, version="standard")
+
+
+def test_runs_in_eval_mode_and_restores_mode(twenty):
+    model, x, y = twenty
+    with_dropout = torch.nn.Sequential(model, torch.nn.Dropout(0.9))
+    reference = autoattack_eval(with_dropout.eval(), x, y, eps=EPS, version="custom", attacks=["apgd-ce"])
+    with_dropout.train()
+    result = autoattack_eval(with_dropout, x, y, eps=EPS, version="custom", attacks=["apgd-ce"])
+    assert with_dropout.training and with_dropout[1].training
+    assert torch.equal(result.robust, reference.robust)  # dropout was off during the attack

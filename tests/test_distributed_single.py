@@ -1,0 +1,59 @@
+"""adrnet.train.distributed in one process, and the launch mistakes it reports.
+
+Why: the training loop calls the distributed helpers unconditionally, so without
+torchrun they must be exact no-ops (a plain ``adrnet train`` of ADR, PGD-AT or
+TRADES must not change); and a wrong launch environment or device must give a
+ConfigError saying what to do, not a hang or a traceback from torch.distributed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from adrnet.errors import ConfigError
+from adrnet.train import distributed as D
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_single_process_is_a_noop(clean_env):
+    info = D.setup_distributed("cpu")
+    assert (info.rank, info.world_size, info.local_rank, info.is_main) == (0, 1, 0, True)
+    assert info.device == torch.device("cpu") and not info.distributed
+    model = nn.Linear(3, 2)
+    assert D.wrap_ddp(model, info) is model and D.unwrap(model) is model
+    leaf = torch.ones(2, 3, requires_grad=True)
+    gathered = D.gather_detached(leaf * 2)
+    assert torch.equal(gathered, torch.full((2, 3), 2.0)) and not gathered.requires_grad
+    assert D.all_reduce_mean(1.5) == 1.5
+    summed = D.all_reduce_sum(leaf)
+    assert torch.equal(summed, leaf.detach()) and summed is not leaf
+    D.barrier()
+    D.cleanup()
+
+
+@pytest.mark.parametrize("env, match", [
+    ({"WORLD_SIZE": "two"}, "not an integer"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, "inconsistent"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, "MASTER_ADDR"),
+])
+def test_bad_launch_environment_is_a_config_error(clean_env, env, match):
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    with pytest.raises(ConfigError, match=match):
+        D.setup_distributed("cpu")
+
+
+def test_bad_device_is_a_config_error(clean_env):
+    with pytest.raises(ConfigError, match="unknown"):
+        D.setup_distributed("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            D.setup_distributed("cuda")
