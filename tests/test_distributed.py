@@ -97,6 +97,16 @@ def check_gather(info):
             "mean_tensor": D.all_reduce_mean(torch.tensor(float(info.rank) * 2))}
 
 
+def check_running_sums(info):
+    """The epoch's running sums of both ranks added up (a key may be missing on one)."""
+    from adrnet.train.running import averages, sum_over_ranks
+    mine = ({"examples": 3, "seconds": 1.0, "sum_loss": 3.0, "correct_adv": 2} if info.rank == 0
+            else {"examples": 5, "seconds": 3.0, "sum_loss": 10.0, "correct_adv": 4,
+                  "sum_entropy": 1.5})
+    total = sum_over_ranks({**mine, "lr": 0.1, "eps": 0.03}, info.world_size)
+    return {"total": total, "averages": averages(total, info.world_size)}
+
+
 def _objective_grads(objective, model, x, y, attack, gather):
     out = objective(model, x, y, attack, gather=gather)
     out["loss"].backward()
@@ -248,6 +258,17 @@ def test_all_reduce_metrics(torchrun_reports):
         assert seen["mean_tensor"].item() == pytest.approx(1.0)
 
 
+def test_running_sums_cover_every_rank(torchrun_reports):
+    expected = {"examples": 8, "seconds": 4.0, "sum_loss": 13.0, "correct_adv": 6,
+                "sum_entropy": 1.5, "lr": 0.1, "eps": 0.03}
+    for report in torchrun_reports:
+        seen = report["check_running_sums"]
+        assert seen["total"] == expected and isinstance(seen["total"]["examples"], int)
+        assert seen["averages"] == pytest.approx(
+            {"loss": 13 / 8, "entropy": 1.5 / 8, "acc_adv": 6 / 8,
+             "images_per_s": 8 / 2.0})  # 8 images in a mean of 2 s per rank
+
+
 def _exactness(torchrun_reports, name=None):
     seen = [r["check_exactness"] for r in torchrun_reports]
     return seen if name is None else [s[name] for s in seen]
@@ -308,4 +329,4 @@ def test_cleanup_waits_for_every_rank(launcher, request):
 
 
 if __name__ == "__main__":  # the torchrun worker: python -m torch.distributed.run ... FILE OUT
-    run_worker([check_gather, check_exactness], Path(sys.argv[1]))
+    run_worker([check_gather, check_exactness, check_running_sums], Path(sys.argv[1]))

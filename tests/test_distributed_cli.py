@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -23,6 +24,12 @@ WORLD = 2
 
 def _train_cli(out: Path, config: Path, procs: int, *sets: str) -> Path:
     """``adrnet train`` under ``torchrun --standalone`` (procs > 1) or plain python."""
+    _run_cli(out, config, procs, *sets)
+    return out
+
+
+def _run_cli(out: Path, config: Path, procs: int, *sets: str) -> str:
+    """Like :func:`_train_cli`; returns what the command printed on stdout."""
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
                  f"--nproc_per_node={procs}", "-m", "adrnet.cli"] if procs > 1
                 else [sys.executable, "-m", "adrnet.cli"])
@@ -32,7 +39,7 @@ def _train_cli(out: Path, config: Path, procs: int, *sets: str) -> Path:
     done = subprocess.run(command, env={**env, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    return out
+    return done.stdout
 
 
 def _write_config(path: Path, text: str) -> Path:
@@ -106,15 +113,32 @@ val_steps = 2
 """
 
 
+def _epoch_records(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("kind") == "epoch"]
+
+
 def test_torchrun_cli_train_equals_single_process_training(tmp_path):
     """With a deterministic attack, 2 processes of batch 16 train the same weights as
-    one process of batch 32: the gathered ADR objective is the full-batch one."""
+    one process of batch 32: the gathered ADR objective is the full-batch one. The
+    logged epoch averages cover both ranks' examples, so they match too, and only
+    rank 0 prints the closing lines."""
     from safetensors.torch import load_file
-    weights = []
+    weights, epochs, printed = [], [], []
     for procs, batch in ((WORLD, 16), (1, 32)):
         config = _write_config(tmp_path / f"toy{procs}.toml", TOY_MLP.format(batch=batch))
-        run_dir = _train_cli(tmp_path / f"run{procs}", config, procs)
-        weights.append(load_file(run_dir / "checkpoints" / "last.safetensors"))
+        printed.append(_run_cli(tmp_path / f"run{procs}", config, procs))
+        weights.append(load_file(tmp_path / f"run{procs}" / "checkpoints" / "last.safetensors"))
+        epochs.append(_epoch_records(tmp_path / f"run{procs}"))
+    assert [text.count("done:") for text in printed] == [1, 1]
+    timing = ("images_per_s", "time_s")
+    assert [r["epoch"] for r in epochs[0]] == [r["epoch"] for r in epochs[1]] == [1, 2]
+    for two, one in zip(*epochs):
+        assert two.keys() == one.keys() and {"loss", "acc_adv", "acc_clean"} <= one.keys()
+        for key in one.keys() - set(timing):
+            close = isinstance(one[key], float) and not isinstance(one[key], bool)
+            expected = pytest.approx(one[key], rel=1e-4, abs=1e-6) if close else one[key]
+            assert two[key] == expected, key
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
         torch.testing.assert_close(weights[0][name], weights[1][name], rtol=1e-4, atol=1e-5,

@@ -18,7 +18,8 @@ import torch
 from adrnet.config import config_from_dict
 from adrnet.errors import CheckpointError, ConfigError
 from adrnet.train import load_model, train
-from adrnet.train.checkpoint import atomic_write_bytes, checkpoint_files, load_state_bytes
+from adrnet.atomic import write_bytes_atomic
+from adrnet.train.checkpoint import checkpoint_files, load_state_bytes
 from adrnet.train.signals import stop_on_signals
 from _train_helpers import (  # noqa: F401 (tiny_mnist is a fixture)
     meta, records, same_tensors, tiny_config, tiny_mnist, weights, without_timing, write_config,
@@ -243,13 +244,13 @@ def test_interrupted_save_falls_back_to_the_previous_generation(run_copy):
 
 def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
     target = tmp_path / "file.json"
-    atomic_write_bytes(target, b"old")
+    write_bytes_atomic(target, b"old")
 
     def broken_replace(src, dst):
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError):
-        atomic_write_bytes(target, b"new")
+        write_bytes_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["file.json"]

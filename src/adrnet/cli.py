@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -106,6 +107,8 @@ def cmd_train(args) -> int:
     from adrnet.train import train
     cfg, run_dir, resume = _plan(args)
     result = train(cfg, run_dir, resume=resume)
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return 0  # under torchrun only rank 0 reports
     best = ("no validation yet" if result.best_val_acc_robust is None else
             f"best validation robust accuracy {result.best_val_acc_robust:.4f} "
             f"(epoch {result.best_epoch})")

@@ -186,8 +186,8 @@ def apply_overrides(cfg: Config, overrides) -> Config:
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write ``cfg`` as TOML atomically (temporary file, fsync, rename)."""
-    from adrnet.train.checkpoint import atomic_write_bytes
-    atomic_write_bytes(Path(path), tomli_w.dumps(config_to_dict(cfg)).encode())
+    from adrnet.atomic import write_bytes_atomic
+    write_bytes_atomic(Path(path), tomli_w.dumps(config_to_dict(cfg)).encode())
 
 
 def config_diff(old: Config, new: Config) -> list[str]:

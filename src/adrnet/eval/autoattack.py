@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from adrnet.attacks import attack_mode
 from adrnet.errors import ConfigError
-from adrnet.eval.atomic import write_json_atomic
+from adrnet.atomic import write_json_atomic
 from adrnet.eval.robust import predict
 
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from adrnet.errors import ConfigError
-from adrnet.eval.atomic import write_json_atomic
+from adrnet.atomic import write_json_atomic
 from adrnet.eval.attacks_suite import (attack_settings, build_attacks, check_eps, make_attack,
                                        parse_attack_names)
 from adrnet.eval.autoattack import autoattack_eval

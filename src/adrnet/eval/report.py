@@ -20,7 +20,7 @@ from pathlib import Path
 
 from adrnet.errors import AdrnetError
 from adrnet.eval import figures
-from adrnet.eval.atomic import write_bytes_atomic, write_text_atomic
+from adrnet.atomic import write_bytes_atomic, write_text_atomic
 from adrnet.eval.tables import html_table, markdown_table, pct, results_table
 
 

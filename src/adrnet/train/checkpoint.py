@@ -25,7 +25,6 @@ import io
 import json
 import os
 import pickle
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +33,13 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
+from adrnet.atomic import fsync_dir, write_temporary
 from adrnet.errors import CheckpointError
 
 FORMAT = "adrnet-checkpoint"
 VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
 _SUFFIXES = {"weights": ".safetensors", "state": ".state.pt", "meta": ".json"}
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -60,47 +58,6 @@ class CheckpointFiles:
 def checkpoint_files(run_dir: str | os.PathLike, which: str) -> CheckpointFiles:
     """Where checkpoint ``which`` ("last" or "best") of run ``run_dir`` lives."""
     return CheckpointFiles(Path(run_dir) / CHECKPOINT_DIR / which)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_temporary(path: Path, data: bytes) -> Path:
-    """``data`` in a fsync-ed temporary file beside ``path``; returns its path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide runs from other users
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path``: readers see the old file or the new one, never half."""
-    path = Path(path)
-    tmp = _write_temporary(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _sha256(data: bytes) -> str:
@@ -126,12 +83,12 @@ def save_checkpoint(files: CheckpointFiles, weights: bytes, state: bytes, meta: 
                       "state": {"sha256": _sha256(state), "bytes": len(state)}}}
     payload = {"weights": weights, "state": state,
                "meta": json.dumps(meta, indent=1, allow_nan=False).encode()}
-    temporaries = {role: _write_temporary(files.path(role), data) for role, data in payload.items()}
+    temporaries = {role: write_temporary(files.path(role), data) for role, data in payload.items()}
     try:
         _keep_previous(files)
         for role in ("weights", "state", "meta"):
             os.replace(temporaries.pop(role), files.path(role))
-        _fsync_dir(files.stem.parent)
+        fsync_dir(files.stem.parent)
     finally:
         for tmp in temporaries.values():
             tmp.unlink(missing_ok=True)

@@ -15,14 +15,11 @@ from tqdm import tqdm
 
 from adrnet.train.builders import training_attack
 from adrnet.train.resume import save_run
+from adrnet.train.running import SHORT_NAMES, accumulate, averages, sum_over_ranks
 from adrnet.train.schedules import eps_factor, lr_factor
 from adrnet.train.signals import TrainingInterrupted, signal_name
 from adrnet.train.step import to_device, train_step
 from adrnet.train.validate import validate
-
-SHORT_NAMES = {"loss": "loss", "ce_clean": "ce", "ce_adv": "ce_adv", "trades_kl": "kl",
-               "local_compactness": "lc", "local_smoothness": "ls",
-               "global_compactness": "gc", "global_smoothness": "gs", "entropy": "H"}
 
 
 def _check_stop(run) -> None:
@@ -35,29 +32,6 @@ def _check_stop(run) -> None:
         f"stopped by {signal_name(signum)} at epoch {run.epoch + 1}, before step "
         f"{run.step + 1}; a resumable checkpoint is in {run.run_dir}/checkpoints/last.*. "
         f"Continue with: adrnet train --resume {run.run_dir}", signum)
-
-
-def _accumulate(running: dict, numbers: dict, seconds: float, lr: float, eps: float) -> None:
-    n = numbers["examples"]
-    running["examples"] = running.get("examples", 0) + n
-    running["seconds"] = running.get("seconds", 0.0) + seconds
-    running["lr"], running["eps"] = lr, eps
-    for name, value in numbers.items():
-        if name in SHORT_NAMES:
-            running[f"sum_{name}"] = running.get(f"sum_{name}", 0.0) + value * n
-        elif name.startswith("correct_") and value is not None:
-            running[name] = running.get(name, 0) + value
-
-
-def averages(running: dict) -> dict:
-    """Epoch averages (per example) of the running sums."""
-    n = max(running.get("examples", 0), 1)
-    out = {name[4:]: value / n for name, value in running.items() if name.startswith("sum_")}
-    for side in ("clean", "adv"):
-        if f"correct_{side}" in running:
-            out[f"acc_{side}"] = running[f"correct_{side}"] / n
-    out["images_per_s"] = running.get("examples", 0) / max(running.get("seconds", 0.0), 1e-9)
-    return out
 
 
 def _postfix(numbers: dict, seconds: float) -> dict:
@@ -109,7 +83,7 @@ def run_epoch(run) -> None:
         started = time.perf_counter()
         numbers = train_step(run, xb, yb.to(run.device), epoch, step, attack, lr)
         seconds = time.perf_counter() - started
-        _accumulate(run.running, numbers, seconds, lr, eps)
+        accumulate(run.running, numbers, seconds, lr, eps)
         run.step, run.global_step = step + 1, run.global_step + 1
         if run.global_step % cfg.train.log_every == 0:
             run.metrics.append(_step_record(run, numbers, lr, eps))
@@ -122,11 +96,14 @@ def run_epoch(run) -> None:
 
 
 def finish_epoch(run) -> dict:
-    """Validate if due, record the epoch, advance the position, save last (and best)."""
-    cfg, epoch = run.cfg, run.epoch
+    """Validate if due, record the epoch (its averages over every rank's examples),
+    advance the position, save last (and best). Every rank must call it."""
+    cfg, epoch, world_size = run.cfg, run.epoch, run.info.world_size
+    running = sum_over_ranks(run.running, world_size)  # every rank: a collective
     record = {"kind": "epoch", "epoch": epoch + 1, "global_step": run.global_step,
-              "lr": run.running.get("lr"), "eps": run.running.get("eps"),
-              **averages(run.running), "time_s": run.running.get("seconds", 0.0)}
+              "lr": running.get("lr"), "eps": running.get("eps"),
+              **averages(running, world_size),
+              "time_s": running.get("seconds", 0.0) / world_size}
     improved = False
     if (epoch + 1) % cfg.eval.val_every == 0 or epoch + 1 == cfg.train.epochs:
         from adrnet.train.distributed import average_buffers

@@ -18,7 +18,7 @@ import json
 import math
 from pathlib import Path
 
-from adrnet.train.checkpoint import atomic_write_bytes
+from adrnet.atomic import write_bytes_atomic
 
 JSONL, CSV = "metrics.jsonl", "metrics.csv"
 
@@ -42,7 +42,7 @@ class MetricsLog:
 
     def _rewrite(self) -> None:
         lines = "".join(json.dumps(_json_safe(r)) + "\n" for r in self.records)
-        atomic_write_bytes(self.run_dir / JSONL, lines.encode())
+        write_bytes_atomic(self.run_dir / JSONL, lines.encode())
         self._write_csv()
 
     def _write_csv(self) -> None:
@@ -52,7 +52,7 @@ class MetricsLog:
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(epochs)
-        atomic_write_bytes(self.run_dir / CSV, buffer.getvalue().encode())
+        write_bytes_atomic(self.run_dir / CSV, buffer.getvalue().encode())
 
     def append(self, record: dict) -> None:
         self.records.append(dict(record))

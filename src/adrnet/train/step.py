@@ -4,10 +4,12 @@ Why this shape: every source of randomness of a step (PGD's random start in the
 L∞/L2 ball, TRADES' Gaussian start, dropout) is drawn from the global torch RNG
 re-seeded with a hash of (seed, epoch, step) at the start of the step, and the
 batch itself comes from ``iterate_batches`` (a pure function of the same
-numbers). A run resumed at any step therefore repeats the uninterrupted run
-bit for bit on CPU. The objective (PGD-AT, TRADES, ADR of Bui et al., ECCV 2020)
-runs the attack and the forward passes under autocast; the step checks that the
-loss is finite before it touches the weights.
+numbers). Under data-parallel training the rank joins the hash (see
+:func:`step_seed`): otherwise corresponding examples of different ranks would get
+the same random starts and dropout masks. A run resumed at any step therefore
+repeats the uninterrupted run bit for bit on CPU. The objective (PGD-AT, TRADES,
+ADR of Bui et al., ECCV 2020) runs the attack and the forward passes under
+autocast; the step checks that the loss is finite before it touches the weights.
 """
 
 from __future__ import annotations
@@ -33,6 +35,18 @@ def derived_seed(*parts: int) -> int:
     return int.from_bytes(digest.digest(), "little") >> 1
 
 
+def step_seed(seed: int, epoch: int, step: int, rank: int = 0, world_size: int = 1) -> int:
+    """The seed of the global torch RNG for one step of one rank.
+
+    A single process (``world_size == 1``) keeps the seed of (seed, epoch, step)
+    alone, so its runs and checkpoints stay bit-identical to earlier releases;
+    with several processes each rank draws its own random starts and dropout masks.
+    """
+    if world_size == 1:
+        return derived_seed(seed, STEP_STREAM, epoch, step)
+    return derived_seed(seed, STEP_STREAM, epoch, step, rank, world_size)
+
+
 def autocast_context(device: torch.device, precision: str):
     """Autocast in bf16/fp16 on ``device``, or nothing for fp32."""
     if precision == "fp32":
@@ -56,7 +70,8 @@ def train_step(run, xb: torch.Tensor, yb: torch.Tensor, epoch: int, step: int,
                attack, lr: float) -> dict:
     """Forward (with the attack), check, backward, update. Returns the step's numbers
     as Python floats: loss, each active term, correct counts, batch size."""
-    torch.manual_seed(derived_seed(run.cfg.train.seed, STEP_STREAM, epoch, step))
+    torch.manual_seed(step_seed(run.cfg.train.seed, epoch, step,
+                                run.info.rank, run.info.world_size))
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     run.model.train()

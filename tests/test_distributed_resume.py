@@ -1,0 +1,66 @@
+"""Data-parallel bookkeeping of the training loop that a single process can check.
+
+Why: under DDP each rank must draw its own random starts (PGD's start in the
+L-inf/L2 ball, TRADES' Gaussian start) and dropout masks, while a single process
+keeps the seeds its recorded runs were made with; and a checkpoint's position
+inside an epoch only means something for the number of processes that wrote it,
+so resuming under another world size must be refused, not silently shifted.
+(The multi-process runs themselves are in test_distributed*.py.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from adrnet.config import config_from_dict
+from adrnet.errors import ConfigError
+from adrnet.train import train
+from adrnet.train.checkpoint import checkpoint_files
+from adrnet.train.resume import _local_running
+from adrnet.train.step import STEP_STREAM, derived_seed, step_seed
+from _train_helpers import tiny_config
+
+
+def test_single_process_step_seed_is_unchanged():
+    # the seed single-process runs (and their bit-identical resumes) were made with
+    for seed, epoch, step in ((0, 0, 0), (7, 3, 11), (123, 9, 400)):
+        assert step_seed(seed, epoch, step) == derived_seed(seed, STEP_STREAM, epoch, step)
+        assert step_seed(seed, epoch, step, rank=0, world_size=1) == step_seed(seed, epoch, step)
+
+
+def test_ranks_get_different_step_seeds_and_random_starts():
+    for world_size in (2, 4):
+        seeds = [step_seed(5, 2, 17, rank, world_size) for rank in range(world_size)]
+        assert len(set(seeds)) == world_size
+        assert step_seed(5, 2, 17, 1, world_size) == seeds[1]  # still reproducible
+        assert step_seed(5, 2, 18, 1, world_size) != seeds[1]  # and new at each step
+        starts = []  # what a PGD random start in the eps-ball draws on each rank
+        for seed in seeds:
+            torch.manual_seed(seed)
+            starts.append(torch.empty(8, 3).uniform_(-0.03, 0.03))
+        assert not torch.equal(starts[0], starts[1])
+
+
+def test_rank_zero_keeps_the_saved_sums_the_others_start_from_zero():
+    saved = {"examples": 64, "seconds": 2.0, "sum_loss": 40.0, "correct_adv": 30,
+             "lr": 0.1, "eps": 0.03}
+    assert _local_running(saved, is_main=True) == saved
+    assert _local_running(saved, is_main=False) == {"lr": 0.1, "eps": 0.03}
+
+
+def test_resume_with_another_world_size_is_refused(tmp_path):
+    cfg = config_from_dict(tiny_config(data={"train_subset": 64}, train={"epochs": 1}))
+    run_dir = tmp_path / "run"
+    train(cfg, run_dir)
+    meta_path = checkpoint_files(run_dir, "last").path("meta")
+    record = json.loads(meta_path.read_text())
+    assert record["world_size"] == 1  # what this process wrote
+    record["world_size"] = 2  # as if written by `torchrun --nproc_per_node=2`
+    meta_path.write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match=r"with 1 process\(es\): it was trained with 2 "
+                                          r"process\(es\)") as refused:
+        train(cfg, run_dir, resume=True)
+    assert "--nproc_per_node=2" in str(refused.value)
