@@ -72,7 +72,8 @@ class Objective:
         need_clean = bool(_NEEDS_CLEAN & set(active))
         x_adv = attack(getattr(model, "module", model), x, y) if _NEEDS_ADV & set(active) else None
         clean, adv = _forward(model, x if need_clean else None, x_adv, self.concat)
-        values = {name: self._term(name, clean, adv, y, gather) for name in active}
+        columns = _clean_columns(set(active), clean, y, gather)
+        values = {name: self._term(name, clean, adv, y, columns) for name in active}
         loss = sum(active[name] * value for name, value in values.items())
         out = {"loss": loss}
         out.update({name: value.detach() for name, value in values.items()})
@@ -82,16 +83,13 @@ class Objective:
             out["logits_adv"] = adv[0].detach()
         return out
 
-    def _term(self, name, clean, adv, y, gather):
+    def _term(self, name, clean, adv, y, columns):
         """One term's value from the (logits, z) pairs of the two passes."""
         if name in _PER_EXAMPLE:
             return _PER_EXAMPLE[name](clean, adv, y)
-        y_cols = _gathered(y, gather)
         if name == "global_compactness":
-            z_cols = _gathered(clean[1].detach(), gather)
-            return terms.global_compactness(adv[1], z_cols, y, y_cols, self.scale)
-        probs_cols = _gathered(F.softmax(terms.as_float(clean[0]).detach(), dim=1), gather)
-        return terms.global_smoothness(adv[0], probs_cols, y, y_cols, self.scale)
+            return terms.global_compactness(adv[1], columns["z"], y, columns["y"], self.scale)
+        return terms.global_smoothness(adv[0], columns["probs"], y, columns["y"], self.scale)
 
 
 # Terms of one example at a time, from the clean and adversarial (logits, z) pairs.
@@ -108,6 +106,19 @@ _PER_EXAMPLE = {
 def _gathered(t, gather):
     """This rank's detached tensor, or every rank's concatenated (data-parallel)."""
     return t if gather is None else gather(t.detach())
+
+
+def _clean_columns(active, clean, y, gather) -> dict:
+    """The detached clean side of the global terms (labels, latents, probabilities),
+    from this rank or gathered once from all ranks; empty when no global term is active."""
+    columns = {}
+    if active & {"global_compactness", "global_smoothness"}:
+        columns["y"] = _gathered(y, gather)
+    if "global_compactness" in active:
+        columns["z"] = _gathered(clean[1].detach(), gather)
+    if "global_smoothness" in active:
+        columns["probs"] = _gathered(F.softmax(terms.as_float(clean[0]).detach(), dim=1), gather)
+    return columns
 
 
 def _forward(model, x_clean, x_adv, concat):
