@@ -88,6 +88,7 @@ def test_config_is_frozen():
     ("objective.weights.entropy=-1", ["'objective.weights.entropy'", ">= 0"]),
     ("schedule.milestones=[5]", ["'schedule.milestones'", "'schedule.lr_factors'", "same length"]),
     ("optim.betas=[0.9]", ["'optim.betas'", "2 values"]),
+    ("optim.betas=[0.9, 1.5]", ["'optim.betas'", "[0, 1)"]),
     ("train.epochs", ["section.key=value"]),
     ("epochs=3", ["section.key=value"]),
 ])
@@ -96,6 +97,11 @@ def test_bad_input_names_the_key_and_what_is_allowed(override, needles):
         load_config(None, [override])
     for needle in needles:
         assert needle in str(info.value)
+
+
+def test_negative_lr_factors_are_refused():
+    with pytest.raises(ConfigError, match="'schedule.lr_factors'.*>= 0"):
+        load_config(None, ["schedule.milestones=[5]", "schedule.lr_factors=[-0.1]"])
 
 
 def test_decreasing_milestones_are_refused():
@@ -110,6 +116,10 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("[train\nepochs = 3\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+    unreadable = tmp_path / "folder.toml"
+    unreadable.mkdir()
+    with pytest.raises(ConfigError, match="not found|cannot read"):
+        load_config(unreadable)
     section_not_table = tmp_path / "flat.toml"
     section_not_table.write_text("train = 3\n")
     with pytest.raises(ConfigError, match="must be a table"):

@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from adrnet.config import DEVICES
 from adrnet.errors import AdrnetError, ConfigError
 
 TOY = ("moons", "circles", "blobs")
@@ -38,7 +39,7 @@ def _train_parser(subparsers) -> None:
                    "last checkpoint, with RUN_DIR/config.toml")
     p.add_argument("--resume-if-exists", action="store_true", help="resume when the --out "
                    "directory already holds a checkpoint, else start a new run")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="same as --set train.device=...")
+    p.add_argument("--device", choices=DEVICES, help="same as --set train.device=...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (train.progress=false)")
     p.set_defaults(func=cmd_train)
 

@@ -169,19 +169,12 @@ def load_config(path: str | os.PathLike | None, overrides=()) -> Config:
     """Read a TOML config (or start from the defaults when ``path`` is None) and
     apply overrides ``"section.key=value"`` (value in TOML syntax; bare words are strings)."""
     raw = _read_toml(Path(path)) if path is not None else {}
-    for text in overrides:
-        keys, value = parse_override(text)
-        _set_nested(raw, keys, value, text)
-    return config_from_dict(raw)
+    return config_from_dict(_with_overrides(raw, overrides))
 
 
 def apply_overrides(cfg: Config, overrides) -> Config:
     """``cfg`` with ``"section.key=value"`` overrides applied (validated again)."""
-    raw = config_to_dict(cfg)
-    for text in overrides:
-        keys, value = parse_override(text)
-        _set_nested(raw, keys, value, text)
-    return config_from_dict(raw)
+    return config_from_dict(_with_overrides(config_to_dict(cfg), overrides))
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
@@ -217,27 +210,26 @@ def _read_toml(path: Path) -> dict:
             return tomllib.load(handle)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
 
 
-def _set_nested(raw: dict, keys: list[str], value, text: str) -> None:
-    table = raw
-    for key in keys[:-1]:
-        table = table.setdefault(key, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"override {text!r}: '{key}' is not a table")
-    table[keys[-1]] = value
+def _with_overrides(raw: dict, overrides) -> dict:
+    """``raw`` (changed in place) with each ``"section.key=value"`` override set."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        table = raw
+        for key in keys[:-1]:
+            table = table.setdefault(key, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"override {text!r}: '{key}' is not a table")
+        table[keys[-1]] = value
+    return raw
 
 
 def _check_consistency(cfg: Config) -> None:
     """Checks that involve several keys or the registries of other packages."""
-    sched = cfg.schedule
-    if len(sched.milestones) != len(sched.lr_factors):
-        raise ConfigError("config keys 'schedule.milestones' and 'schedule.lr_factors' "
-                          f"must have the same length (got {len(sched.milestones)} and "
-                          f"{len(sched.lr_factors)}): one lr factor per milestone")
-    if list(sched.milestones) != sorted(set(sched.milestones)):
-        raise ConfigError("config key 'schedule.milestones' must be strictly increasing, "
-                          f"got {list(sched.milestones)}")
+    _check_optimisation(cfg)
     if cfg.train.device not in DEVICES:
         raise ConfigError(f"config key 'train.device' must be one of {', '.join(DEVICES)} "
                           f"(got {cfg.train.device!r}); under torchrun each process takes "
@@ -246,6 +238,24 @@ def _check_consistency(cfg: Config) -> None:
     _check_registry("model.name", cfg.model.name, "adrnet.models", "MODELS")
     _check_registry("objective.name", cfg.objective.name, "adrnet.objectives", "OBJECTIVES")
     _check_weights(cfg.objective.weights)
+
+
+def _check_optimisation(cfg: Config) -> None:
+    """The lr schedule and the optimiser settings that one key's limits cannot express."""
+    sched = cfg.schedule
+    if len(sched.milestones) != len(sched.lr_factors):
+        raise ConfigError("config keys 'schedule.milestones' and 'schedule.lr_factors' "
+                          f"must have the same length (got {len(sched.milestones)} and "
+                          f"{len(sched.lr_factors)}): one lr factor per milestone")
+    if list(sched.milestones) != sorted(set(sched.milestones)):
+        raise ConfigError("config key 'schedule.milestones' must be strictly increasing, "
+                          f"got {list(sched.milestones)}")
+    if any(factor < 0 for factor in sched.lr_factors):
+        raise ConfigError("config key 'schedule.lr_factors' must hold factors >= 0 (a negative "
+                          f"learning rate would ascend the loss), got {list(sched.lr_factors)}")
+    if not all(0 <= beta < 1 for beta in cfg.optim.betas):
+        raise ConfigError("config key 'optim.betas' must be two numbers in [0, 1) (Adam's "
+                          f"moment decay rates), got {list(cfg.optim.betas)}")
 
 
 def _registry(module: str, name: str):

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from adrnet.attacks import attack_mode
 from adrnet.errors import ConfigError
 from adrnet.atomic import write_json_atomic
-from adrnet.eval.robust import predict
+from adrnet.eval.robust import num_outputs, predict
 
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 AA_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
@@ -126,8 +126,12 @@ def _limit_targets(adversary, num_classes: int, attacks: list[str]) -> None:
     adversary.fab.n_target_classes = min(adversary.fab.n_target_classes, num_classes - 1)
 
 
-def _fingerprint(x: torch.Tensor, y: torch.Tensor, settings: dict) -> str:
+def _fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict) -> str:
+    """Digest of everything the state file's flags depend on: weights, data, settings."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     digest.update(x.detach().cpu().float().contiguous().numpy().tobytes())
     digest.update(y.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
@@ -144,13 +148,8 @@ def _load_state(path: Path | None, fingerprint: str, clean_correct: torch.Tensor
         raise ConfigError(f"AutoAttack state file {path} is unreadable ({exc}); delete it to start over") from exc
     if state.get("fingerprint") != fingerprint:
         raise ConfigError(f"AutoAttack state file {path} belongs to another evaluation "
-                          "(other model inputs, ε, norm or attacks); delete it or choose another path")
+                          "(other model weights, inputs, ε, norm or attacks); delete it or choose another path")
     return state
-
-
-@torch.no_grad()
-def _num_classes(model: nn.Module, x: torch.Tensor, device) -> int:
-    return int(model(x.to(device)).shape[1])
 
 
 def _attack_batch(adversary, attack, xb, yb, device):
@@ -195,10 +194,10 @@ def autoattack_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
     path = Path(state_path) if state_path is not None else None
     with attack_mode(model.to(device)):  # eval mode throughout; every module's mode restored
         clean_correct = predict(model, x, batch_size).eq(y.cpu())
-        fingerprint = _fingerprint(x, y, settings)
+        fingerprint = _fingerprint(model, x, y, settings)
         model, x = as_image(model, x)
         adversary = build_autoattack(model, settings, device)
-        _limit_targets(adversary, _num_classes(model, x[:1], device), list(adversary.attacks_to_run))
+        _limit_targets(adversary, num_outputs(model, x[:1]), list(adversary.attacks_to_run))
         state = _load_state(path, fingerprint, clean_correct)
         for attack in list(adversary.attacks_to_run):
             _run_attack(adversary, model, attack, x, y, state, batch_size=batch_size,

@@ -112,8 +112,7 @@ def load_eval_data(cfg, split: str, n: int | None, data_root: str | None):
     from adrnet.data import load_splits
     splits = load_splits(cfg.data.name, root=data_root or cfg.data.root,
                          val_size=cfg.data.val_size, seed=cfg.data.split_seed)
-    pair = splits.test if split == "test" else splits.val
-    x, y = pair
+    x, y = splits.test if split == "test" else splits.val
     if n is not None and n > len(y):
         raise ConfigError(f"--n {n} is more than the {len(y)} examples of the {split} split")
     return (x, y) if n is None else (x[:n], y[:n])
@@ -148,6 +147,9 @@ def run_diagnostics(model, x, y, opts: EvalOptions) -> dict:
     out = {"n": len(ys), "attack": s.to_dict()}
     if hasattr(model, "forward_stages"):
         out["divergence"] = layer_divergence(model, xs, x_adv, opts.batch_size)
+    if len(ys) < 2:  # t-SNE needs perplexity < points, and the smallest perplexity is 2
+        out["tsne_skipped"] = "t-SNE needs at least 2 examples (raise --n / --diagnostics-n)"
+        return out
     try:
         out["tsne"] = latent_tsne(model, xs, x_adv, ys, seed=opts.seed)
     except ImportError:

@@ -61,7 +61,10 @@ def load_run(path: str | Path, label: str) -> RunFiles:
         raise AdrnetError(f"run directory {path} does not exist; give directories made by `adrnet train`")
     if not (path / "config.toml").exists() and not (path / "eval.json").exists():
         raise AdrnetError(f"{path} holds neither config.toml nor eval.json; is it an adrnet run directory?")
-    config = tomllib.loads((path / "config.toml").read_text()) if (path / "config.toml").exists() else {}
+    try:
+        config = tomllib.loads((path / "config.toml").read_text()) if (path / "config.toml").exists() else {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise AdrnetError(f"{path / 'config.toml'} is not valid TOML ({exc}); restore it from the run") from exc
     try:
         evaluation = json.loads((path / "eval.json").read_text()) if (path / "eval.json").exists() else None
     except ValueError as exc:
@@ -181,10 +184,13 @@ def write_report(run_dirs: list, out_html: str | Path, title: str = "adrnet repo
     """Write ``out_html`` and ``<stem>.md`` (+ ``<stem>_files/*.png``); return both paths."""
     if not run_dirs:
         raise AdrnetError("give at least one run directory")
+    out_html = Path(out_html)
+    if out_html.suffix.lower() == ".md":
+        raise AdrnetError(f"--out {out_html} would be overwritten by the Markdown twin; "
+                          "give the HTML file (e.g. report.html), report.md is written next to it")
     paths = [Path(p) for p in run_dirs]
     runs = [load_run(p, label) for p, label in zip(paths, unique_labels(paths))]
     sections = build_sections(runs)
-    out_html = Path(out_html)
     meta = "runs: " + ", ".join(f"{r.label} ({r.path})" for r in runs)
     write_text_atomic(out_html, render_html(title, sections, meta))
     image_dir = out_html.with_name(out_html.stem + "_files")

@@ -10,6 +10,7 @@ Threat model: whatever each attack implements (L∞ or L2 balls around x in [0, 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -46,9 +47,15 @@ class EvalResult:
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for none)."""
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+@torch.no_grad()
+def num_outputs(model: nn.Module, x: torch.Tensor) -> int:
+    """Number of logits (classes) the model gives for ``x`` (eval mode, modes restored)."""
+    with attack_mode(model):
+        return int(model(x.to(model_device(model))).shape[1])
 
 
 @torch.no_grad()

@@ -27,7 +27,8 @@ from torch import nn
 from adrnet.attacks import attack_mode
 from adrnet.eval.attacks_suite import attack_settings, make_attack
 from adrnet.eval.autoattack import autoattack_eval
-from adrnet.eval.robust import attack_correct, model_device, predict, worst_case
+from adrnet.eval.robust import (attack_correct, model_device, num_outputs, predict,
+                               worst_case)
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,6 @@ def random_noise_attack(norm: str, eps: float, draws: int = 10):
             best[~fooled] = x_noisy[~fooled]
         return best
     return attack
-
-
-def _num_outputs(model: nn.Module, x: torch.Tensor) -> int:
-    with attack_mode(model), torch.no_grad():
-        return model(x.to(model_device(model))).shape[1]
 
 
 def _acc(flags: torch.Tensor) -> float:
@@ -139,7 +135,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: s
 def _run_checks(model, x, y, *, norm, eps, steps, num_classes, batch_size, square,
                 square_queries, noise_draws, tolerance, seed) -> SanityReport:
     tol = max(0.01, 2.0 / len(x)) if tolerance is None else tolerance
-    num_classes = num_classes or _num_outputs(model, x[:1])
+    num_classes = num_classes or num_outputs(model, x[:1])
     clean = predict(model, x, batch_size).eq(y.cpu())
     def run(settings):  # same seed for every run: same first random start, less noise
         with torch.random.fork_rng(devices=[]):

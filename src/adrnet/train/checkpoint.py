@@ -54,6 +54,15 @@ class CheckpointFiles:
     def sibling(self, name: str) -> "CheckpointFiles":
         return CheckpointFiles(self.stem.with_name(name))
 
+    @property
+    def prev(self) -> "CheckpointFiles":
+        """The previous generation, kept while a save renames its files."""
+        return self.sibling(self.stem.name + ".prev")
+
+    def exists(self) -> bool:
+        """True when this checkpoint or its previous generation has a JSON record."""
+        return self.path("meta").exists() or self.prev.path("meta").exists()
+
 
 def checkpoint_files(run_dir: str | os.PathLike, which: str) -> CheckpointFiles:
     """Where checkpoint ``which`` ("last" or "best") of run ``run_dir`` lives."""
@@ -92,10 +101,11 @@ def save_checkpoint(files: CheckpointFiles, weights: bytes, state: bytes, meta: 
     finally:
         for tmp in temporaries.values():
             tmp.unlink(missing_ok=True)
-    _remove(files.sibling(files.stem.name + ".prev"))
+    remove_checkpoint(files.prev)
 
 
-def _remove(files: CheckpointFiles) -> None:
+def remove_checkpoint(files: CheckpointFiles) -> None:
+    """Delete the three files of ``files`` (those that exist)."""
     for role in ("meta", "weights", "state"):  # meta first: it is what marks a set complete
         files.path(role).unlink(missing_ok=True)
 
@@ -103,11 +113,11 @@ def _remove(files: CheckpointFiles) -> None:
 def _keep_previous(files: CheckpointFiles) -> None:
     """Hard-link the current generation as ``prev`` (unless ``prev`` is the only
     good copy left by an interrupted save, in which case it stays as it is)."""
-    prev = files.sibling(files.stem.name + ".prev")
+    prev = files.prev
     if prev.path("meta").exists():
         if not _is_complete(files):
             return
-        _remove(prev)
+        remove_checkpoint(prev)
     for role in ("weights", "state", "meta"):
         prev.path(role).unlink(missing_ok=True)
         if files.path(role).exists():
@@ -116,12 +126,18 @@ def _keep_previous(files: CheckpointFiles) -> None:
 
 def _is_complete(files: CheckpointFiles) -> bool:
     try:
-        meta = read_meta(files)
-        for role in ("weights", "state"):
-            _verified_bytes(files, meta, role)
+        _verified_meta(files)
         return True
     except CheckpointError:
         return False
+
+
+def _verified_meta(files: CheckpointFiles) -> dict:
+    """The JSON record of ``files``, once both other files match its SHA-256."""
+    meta = read_meta(files)
+    for role in ("weights", "state"):
+        _verified_bytes(files, meta, role)
+    return meta
 
 
 def read_meta(files: CheckpointFiles) -> dict:
@@ -136,7 +152,11 @@ def read_meta(files: CheckpointFiles) -> dict:
                               "use the other checkpoint (best/last) or retrain") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an adrnet checkpoint record")
-    if meta.get("version", 0) > VERSION:
+    version = meta.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path} records format version {version!r}, not an integer: "
+                              "the record is corrupt; use the other checkpoint or retrain")
+    if version > VERSION:
         raise CheckpointError(f"{path} was written by a newer adrnet (format version "
                               f"{meta['version']}); upgrade adrnet to read it")
     return meta
@@ -151,6 +171,8 @@ def _verified_bytes(files: CheckpointFiles, meta: dict, role: str) -> bytes:
         raise CheckpointError(f"checkpoint file {path} is missing") from None
     except (KeyError, TypeError):
         raise CheckpointError(f"{files.path('meta')} lists no {role} file") from None
+    if not isinstance(expected, dict):
+        raise CheckpointError(f"{files.path('meta')} lists no {role} file")
     if len(data) != expected.get("bytes") or _sha256(data) != expected.get("sha256"):
         raise CheckpointError(
             f"checkpoint file {path} is truncated or corrupt ({len(data)} bytes, expected "
@@ -195,12 +217,9 @@ def open_checkpoint(files: CheckpointFiles) -> tuple[CheckpointFiles, dict]:
     """(files, meta) of a complete checkpoint: ``files`` itself, or its ``prev``
     generation when a save was interrupted between its renames."""
     try:
-        meta = read_meta(files)
-        _verified_bytes(files, meta, "weights")
-        _verified_bytes(files, meta, "state")
-        return files, meta
+        return files, _verified_meta(files)
     except CheckpointError as first_error:
-        prev = files.sibling(files.stem.name + ".prev")
+        prev = files.prev
         if not prev.path("meta").exists() or not _is_complete(prev):
             raise first_error
         warnings.warn(f"{files.stem} was left incomplete by an interrupted save; "

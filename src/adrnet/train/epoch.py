@@ -34,13 +34,16 @@ def _check_stop(run) -> None:
         f"Continue with: adrnet train --resume {run.run_dir}", signum)
 
 
+def _accuracies(numbers: dict) -> dict:
+    """{"acc_clean", "acc_adv"} of one step (those whose logits the objective returned)."""
+    return {f"acc_{side}": numbers[f"correct_{side}"] / numbers["examples"]
+            for side in ("clean", "adv") if numbers.get(f"correct_{side}") is not None}
+
+
 def _postfix(numbers: dict, seconds: float) -> dict:
     shown = {SHORT_NAMES[k]: f"{v:.3f}" for k, v in numbers.items() if k in SHORT_NAMES}
-    n = numbers["examples"]
-    for side in ("clean", "adv"):
-        if numbers.get(f"correct_{side}") is not None:
-            shown[f"acc_{side}"] = f"{numbers[f'correct_{side}'] / n:.2f}"
-    shown["img/s"] = f"{n / max(seconds, 1e-9):.0f}"
+    shown.update({k: f"{v:.2f}" for k, v in _accuracies(numbers).items()})
+    shown["img/s"] = f"{numbers['examples'] / max(seconds, 1e-9):.0f}"
     return shown
 
 
@@ -48,10 +51,7 @@ def _step_record(run, numbers: dict, lr: float, eps: float) -> dict:
     record = {"kind": "step", "epoch": run.epoch + 1, "step": run.step,
               "global_step": run.global_step, "lr": lr, "eps": eps}
     record.update({k: v for k, v in numbers.items() if k in SHORT_NAMES})
-    n = numbers["examples"]
-    for side in ("clean", "adv"):
-        if numbers.get(f"correct_{side}") is not None:
-            record[f"acc_{side}"] = numbers[f"correct_{side}"] / n
+    record.update(_accuracies(numbers))
     return record
 
 

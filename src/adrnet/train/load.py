@@ -57,11 +57,15 @@ def check_architecture(model: torch.nn.Module, weights: dict, source) -> None:
         details.append(f"shape of {wrong[0]} is {list(found[wrong[0]])}, the model needs "
                        f"{list(expected[wrong[0]])}" + (f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else ""))
     if missing:
-        details.append(f"missing {missing[:3]}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
+        details.append(f"missing {_first_three(missing)}")
     if unexpected:
-        details.append(f"unexpected {unexpected[:3]}" + (f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""))
+        details.append(f"unexpected {_first_three(unexpected)}")
     raise CheckpointError(f"{source} holds weights of a different architecture than its "
                           f"config describes: {'; '.join(details)}")
+
+
+def _first_three(names: list[str]) -> str:
+    return f"{names[:3]}" + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
 
 
 def config_of(meta: dict, source) -> Config:

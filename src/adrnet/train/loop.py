@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from adrnet.config import Config, save_config
 from adrnet.errors import ConfigError
-from adrnet.train.checkpoint import CHECKPOINT_DIR, checkpoint_files
+from adrnet.train.checkpoint import CHECKPOINT_DIR, checkpoint_files, remove_checkpoint
 from adrnet.train.epoch import finish_epoch, run_epoch
 from adrnet.train.metrics import MetricsLog
 from adrnet.train.resume import restore_run
@@ -39,11 +39,12 @@ class RunResult:
 
 def has_checkpoint(run_dir: str | os.PathLike) -> bool:
     """True when ``run_dir`` holds a ``last`` checkpoint to resume from."""
-    files = checkpoint_files(run_dir, "last")
-    return files.path("meta").exists() or files.sibling("last.prev").path("meta").exists()
+    return checkpoint_files(run_dir, "last").exists()
 
 
 def _start_fresh(run: Run) -> None:
+    if run.run_dir.exists() and not run.run_dir.is_dir():
+        raise ConfigError(f"{run.run_dir} is a file, not a run directory; choose another --out")
     if has_checkpoint(run.run_dir):
         raise ConfigError(f"{run.run_dir} already holds a run; continue it with "
                           f"`adrnet train --resume {run.run_dir}` (or --resume-if-exists), "
@@ -51,8 +52,8 @@ def _start_fresh(run: Run) -> None:
     if run.info.is_main:
         (run.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
         best = checkpoint_files(run.run_dir, "best")
-        for path in (best.path("meta"), best.path("weights"), best.path("state")):
-            path.unlink(missing_ok=True)  # left by an earlier run that never saved "last"
+        for stale in (best, best.prev):  # left by an earlier run that never saved "last"
+            remove_checkpoint(stale)
 
 
 def _describe_start(run: Run, resumed: bool) -> str:
@@ -96,7 +97,11 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False) -> RunR
         with stop_on_signals() as stop:
             run = build_run(cfg, run_dir, info)
             run.stop = stop
-            records = restore_run(run)["metrics"] if resume else _start_fresh(run) or []
+            if resume:
+                records = restore_run(run)["metrics"]
+            else:
+                _start_fresh(run)
+                records = []
             if info.is_main:
                 save_config(cfg, run_dir / "config.toml")
                 tqdm.write(_describe_start(run, resume))

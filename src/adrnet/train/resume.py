@@ -33,6 +33,11 @@ RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.progress", "train.nu
                      "train.checkpoint_every", "train.log_every", "eval.")
 
 
+def _position(run) -> str:
+    """Where ``run`` stands (the next step to run), for messages."""
+    return f"epoch {run.epoch + 1}, before step {run.step + 1}"
+
+
 def _meta(run, which: str, running: dict) -> dict:
     return {
         "which": which, "epoch": run.epoch, "step": run.step, "global_step": run.global_step,
@@ -65,7 +70,7 @@ def save_run(run, names=("last",)) -> None:
         for name in names:
             save_checkpoint(checkpoint_files(run.run_dir, name), weights, state,
                             _meta(run, name, running))
-    run.saved_at = f"epoch {run.epoch + 1}, before step {run.step + 1}"
+    run.saved_at = _position(run)
 
 
 def check_resumable(saved_cfg, cfg, source) -> None:
@@ -105,7 +110,7 @@ def _local_running(saved: dict, is_main: bool) -> dict:
 def restore_run(run) -> dict:
     """Load the ``last`` checkpoint of ``run.run_dir`` into ``run``; return its record."""
     files = checkpoint_files(run.run_dir, "last")
-    if not files.path("meta").exists() and not files.sibling("last.prev").path("meta").exists():
+    if not files.exists():
         raise CheckpointError(f"cannot resume {run.run_dir}: it has no checkpoint "
                               f"({files.path('meta')} is missing); start it with --out instead")
     files, meta = open_checkpoint(files)
@@ -129,5 +134,5 @@ def restore_run(run) -> dict:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{files.stem} does not hold a usable training state "
                               f"({type(exc).__name__}: {exc})") from None
-    run.saved_at = f"epoch {run.epoch + 1}, before step {run.step + 1}"
+    run.saved_at = _position(run)
     return meta

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from adrnet.config import Config
+from adrnet.errors import ConfigError
 from adrnet.train import builders
 from adrnet.train.checkpoint import checkpoint_files
 
@@ -78,7 +79,6 @@ def build_run(cfg: Config, run_dir: Path, info) -> Run:
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     if cfg.train.precision == "fp16" and info.device.type != "cuda":
-        from adrnet.errors import ConfigError
         raise ConfigError("config key 'train.precision' = 'fp16' needs a CUDA device; "
                           "use 'bf16' on CPU")
     train, val = builders.load_data(cfg)
