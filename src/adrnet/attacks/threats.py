@@ -20,7 +20,7 @@ from adrnet.errors import ConfigError
 TRADES_INIT_STD = 1e-3
 
 
-def _per_example_norm(t: torch.Tensor) -> torch.Tensor:
+def per_example_norm(t: torch.Tensor) -> torch.Tensor:
     """L2 norm of each example, shaped to broadcast against ``t``."""
     norms = t.flatten(1).norm(p=2, dim=1)
     return norms.view(-1, *([1] * (t.dim() - 1)))
@@ -62,18 +62,18 @@ class L2:
     def init(self, x: torch.Tensor) -> torch.Tensor:
         """Uniform random start in the L2 ball: a Gaussian direction, radius eps·u^(1/d)."""
         direction = torch.randn_like(x)
-        direction = direction / _per_example_norm(direction).clamp_min(1e-12)
+        direction = direction / per_example_norm(direction).clamp_min(1e-12)
         dim = x[0].numel()
         radius = torch.rand(x.shape[0], device=x.device, dtype=x.dtype) ** (1.0 / dim)
         radius = radius.view(-1, *([1] * (x.dim() - 1))) * self.eps
         return self.project(x + radius * direction, x)
 
     def step(self, x_adv: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
-        return x_adv + step_size * grad / _per_example_norm(grad).clamp_min(1e-12)
+        return x_adv + step_size * grad / per_example_norm(grad).clamp_min(1e-12)
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         delta = x_adv - x
-        factor = (self.eps / _per_example_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
+        factor = (self.eps / per_example_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
         return (x + delta * factor).clamp_(0.0, 1.0)
 
 

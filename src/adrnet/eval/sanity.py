@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from adrnet.attacks import attack_mode
+from adrnet.attacks.threats import per_example_norm
 from adrnet.eval.attacks_suite import attack_settings, make_attack
 from adrnet.eval.autoattack import autoattack_eval
 from adrnet.eval.robust import (attack_correct, model_device, num_outputs, predict,
@@ -67,8 +68,7 @@ def random_noise_attack(norm: str, eps: float, draws: int = 10):
             if norm == "linf":
                 noise = eps * noise.sign()
             else:
-                flat = noise.flatten(1).norm(dim=1).clamp_min(1e-12)
-                noise = eps * noise / flat.view(-1, *[1] * (x.dim() - 1))
+                noise = eps * noise / per_example_norm(noise).clamp_min(1e-12)
             x_noisy = (x + noise).clamp(0, 1)
             new = predict(model, x_noisy).to(x.device).ne(y) & ~fooled
             best[new], fooled = x_noisy[new], fooled | new
