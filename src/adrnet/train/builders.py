@@ -54,14 +54,9 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
     return torch.optim.Adam(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
 
 
-def make_threat(name: str, eps: float):
-    from adrnet.attacks import THREATS
-    return THREATS[name](eps)
-
-
 def training_attack(cfg: Config, attack_loss: str, eps: float, step_size: float):
     """``attack(model, x, y) -> x_adv`` for one training step at radius ``eps``."""
-    from adrnet.attacks import pgd
+    from adrnet.attacks import make_threat, pgd
     return functools.partial(pgd, threat=make_threat(cfg.attack.threat, eps),
                              steps=cfg.attack.steps, step_size=step_size, loss=attack_loss,
                              random_start=cfg.attack.random_start,

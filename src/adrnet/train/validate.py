@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from adrnet.train.builders import make_threat, validation_step_size
+from adrnet.attacks import make_threat
+from adrnet.train.builders import validation_step_size
 from adrnet.train.step import autocast_context, derived_seed, to_device
 
 VALIDATION_STREAM = 7  # keeps validation seeds apart from the step seeds
