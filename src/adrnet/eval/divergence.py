@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from adrnet.attacks import attack_mode
-from adrnet.eval.robust import model_device
+from adrnet.eval.robust import eval_batches, model_device
 
 
 @torch.no_grad()
@@ -43,14 +43,9 @@ def layer_divergence(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
     return {name: diff_sum[name] / max(clean_sum[name], 1e-12) for name in diff_sum}
 
 
-@torch.no_grad()
 def latents(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Flattened latent z of every example (eval mode), on CPU."""
-    device = model_device(model)
-    with attack_mode(model):
-        parts = [model(x[i:i + batch_size].to(device), return_latent=True)[1].flatten(1).cpu()
-                 for i in range(0, len(x), batch_size)]
-    return torch.cat(parts)
+    return torch.cat(eval_batches(model, x, lambda m, xb: m(xb, return_latent=True)[1].flatten(1), batch_size))
 
 
 def latent_tsne(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, *,

@@ -59,12 +59,16 @@ def num_outputs(model: nn.Module, x: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Predicted labels in eval mode (every submodule's mode is restored), on CPU."""
+def eval_batches(model: nn.Module, x: torch.Tensor, fn, batch_size: int = 256) -> list[torch.Tensor]:
+    """``fn(model, batch)`` on CPU for each batch of ``x``, in eval mode (modes restored)."""
     device = model_device(model)
     with attack_mode(model):
-        parts = [model(x[i:i + batch_size].to(device)).argmax(1).cpu()
-                 for i in range(0, len(x), batch_size)]
+        return [fn(model, x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Predicted labels in eval mode (every submodule's mode is restored), on CPU."""
+    parts = eval_batches(model, x, lambda m, xb: m(xb).argmax(1), batch_size)
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
 
