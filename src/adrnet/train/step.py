@@ -66,17 +66,18 @@ def correct_count(out: dict, key: str, y: torch.Tensor) -> int | None:
     return None if logits is None else int((logits.argmax(1) == y).sum())
 
 
-def train_step(run, xb: torch.Tensor, yb: torch.Tensor, epoch: int, step: int,
+def train_step(run, objective, xb: torch.Tensor, yb: torch.Tensor, epoch: int, step: int,
                attack, lr: float) -> dict:
     """Forward (with the attack), check, backward, update. Returns the step's numbers
-    as Python floats: loss, each active term, correct counts, batch size."""
+    as Python floats: loss, each active term, correct counts, batch size. ``objective``
+    is the run's objective as the schedules weigh it at this step (ADR warm-up)."""
     torch.manual_seed(step_seed(run.cfg.train.seed, epoch, step,
                                 run.info.rank, run.info.world_size))
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     run.model.train()
     with autocast_context(run.device, run.cfg.train.precision):
-        out = run.objective(run.model, xb, yb, attack, gather=run.gather)
+        out = objective(run.model, xb, yb, attack, gather=run.gather)
     loss = out["loss"]
     bad = run.any_rank(not bool(torch.isfinite(loss.detach()).all()))
     if bad:
