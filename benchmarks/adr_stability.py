@@ -19,7 +19,7 @@ different-class parts of both global terms (the different-class part is weighted
 1 − 1/s = −1/99 and is unbounded below). At the end each row gets a verdict from
 those traces (trains, latents blow up, latent units die, collapse to one class).
 
-Usage: python benchmarks/adr_stability.py [--steps 1200] [--only adam] [--rows N,...]
+Usage: python benchmarks/adr_stability.py [--steps 1000] [--only adam] [--rows N,...]
 Needs MNIST (`adrnet data fetch mnist`). Each row is written to
 benchmarks/results/adr_stability/NN.json when it finishes (a row saved with the same
 settings is never redone, so an interrupted study continues where it stopped, and two
@@ -216,7 +216,25 @@ def table(results: dict, rows: list[dict], args) -> str:
             f"{mean['mean_abs_z']:.3g} ({peak:.3g}) | {mean['dead_units']:.0%} | "
             f"{mean['top_class_share']:.0%} | {mean['gc_same']:.3g} / {mean['gc_diff']:.3g} | "
             f"{mean['gs_same']:.3g} / {mean['gs_diff']:.3g} | "
-            f"{start if start is not None else 'never'} | {verdict(result, base_scale)} |")
+            f"{start if start is not None else 'never'} | {verdict(result, base_scale).replace('|', '&#124;')} |")
+    return "\n".join(lines)
+
+
+def findings(results: dict, rows: list[dict]) -> str:
+    """The rows of each optimiser grouped by outcome: the study's answer in a few lines."""
+    lines = []
+    for opt, name in OPTIMISERS.items():
+        base = results.get(f"{opt}: base (ADR weights 0)")
+        groups: dict[str, list[str]] = {}
+        for row in rows:
+            result = results.get(row["key"])
+            if result is None or row["opt"] != opt:
+                continue
+            outcome = verdict(result, base["trace"][0]["mean_abs_z"] if base else 1.0)
+            outcome = outcome.split(": ", 1)[-1] if outcome.startswith("stopped") else outcome
+            groups.setdefault(outcome, []).append(row["label"])
+        for outcome, labels in groups.items():
+            lines.append(f"- {name}, {outcome}: {'; '.join(labels)}.")
     return "\n".join(lines)
 
 
@@ -253,16 +271,18 @@ def write_table(rows: list[dict], args) -> str:
             f"dead units (zero on all {PROBE} probe images) and the top class's share of the probe's "
             f"predictions are on a fixed probe of training images held out of the stream, at the "
             f"last step; the global terms' same-/different-class parts are on its first "
-            f"{PROBE_ATTACKED} images and their adversarial examples (the different-class part "
-            f"includes its weight 1 - 1/s). \"Left chance at\": the first logged step whose clean "
-            f"batch accuracy reached 0.5.\n\n" + table(results, rows, args) + "\n")
+            f"{PROBE_ATTACKED} images and their adversarial examples, on the raw latents z in every "
+            f"row (the different-class part includes its weight 1 - 1/s). \"Left chance at\": the first logged step whose clean "
+            f"batch accuracy reached 0.5.\n\n" + table(results, rows, args) + "\n\n"
+            f"Outcomes (a row \"trains\" when its last clean batch accuracy is at least 0.5):\n\n"
+            + findings(results, rows).replace("|", "&#124;") + "\n")
     (DOCS / "adr_stability.md").write_text(text)
     return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--eps-warmup", type=int, default=400, help="steps for ε to reach 0.3")
     parser.add_argument("--adr-warmup", type=int, default=400, help="steps of the ADR-weight warm-up rows")
     parser.add_argument("--log-every", type=int, default=50)
@@ -276,7 +296,11 @@ def main() -> None:
             print(row["index"], row["key"])
         return
     chosen = [rows[int(i)] for i in args.rows.split(",")] if args.rows else rows
-    chosen = [r for r in chosen if not args.only or r["opt"] == args.only]
+    chosen = [r for r in chosen if (not args.only or r["opt"] == args.only)
+              and r["key"] not in load_results([r], args)]
+    if not chosen:  # every row asked for is done: just rewrite the table
+        print(write_table(rows, args))
+        return
     x, y = load_splits("mnist").train
     probe = (x[-PROBE:].contiguous(memory_format=torch.channels_last), y[-PROBE:])
     data = (x[:-PROBE], y[:-PROBE])
