@@ -6,7 +6,7 @@ PGD-AT (Madry et al., 2018), one with ADR-PGD (Bui et al., ECCV 2020: all five A
 weights 1, with the stabiliser the presets use). Then it draws, for each:
 
 - the decision regions on [0, 1]², the test points, and the L∞ ε-balls (squares) of a
-  few training points: a ball crossed by the boundary holds an adversarial example;
+  few of them: a ball crossed by the boundary holds an adversarial example;
 - the latent space z (the last hidden layer) projected on its first two principal
   components, clean points as dots and their PGD examples as crosses, coloured by
   class: ADR's compactness terms pull each cross onto its dot and onto its class.
@@ -100,7 +100,7 @@ def draw(models: dict, x, y, out: Path) -> None:
                        label="PGD-20")
         bottom.set(title=f"{label}: latent z (first two principal components)")
         bottom.legend(loc="best", fontsize=8)
-    fig.suptitle("Moons, 2 classes; squares: L∞ ε-balls of training points; "
+    fig.suptitle("Moons, 2 classes; squares: L∞ ε-balls of test points; "
                  "bottom: dots clean, crosses adversarial")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

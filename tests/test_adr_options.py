@@ -132,3 +132,21 @@ def test_bad_options_are_config_errors():
         load_config(None, ["objective.adr_warmup_epochs=-1"])
     cfg = load_config(None, ["objective.latent_norm=rms", "objective.name=adr_pgd_tf"])
     assert cfg.objective.latent_norm == "rms" and cfg.objective.name == "adr_pgd_tf"
+
+
+def test_training_with_a_long_adr_warmup_stays_next_to_its_base(tmp_path):
+    """Over the first steps of a 1000-epoch warm-up the ADR weights are ~0, so a run ends
+    near the base run (all ADR weights 0), and clearly away from un-warmed ADR."""
+    from _train_helpers import tiny_config, weights
+    from adrnet.config import config_from_dict
+    from adrnet.train import train
+    runs = {"base": {"weights": {n: 0.0 for n in ADR_TERMS}},
+            "warm": {"adr_warmup_epochs": 1000.0, "latent_norm": "rms"},
+            "adr": {"latent_norm": "rms"}}
+    final = {}
+    for name, objective in runs.items():
+        raw = tiny_config(train={"epochs": 1}, objective={"name": "adr_pgd", **objective})
+        train(config_from_dict(raw), tmp_path / name)
+        final[name] = torch.cat([w.flatten() for w in weights(tmp_path / name).values()])
+    near, far = (final["warm"] - final["base"]).norm(), (final["adr"] - final["base"]).norm()
+    assert 0 < near < far / 10

@@ -62,7 +62,8 @@ def _settings(run, epoch: int, step: int) -> tuple[float, float, object, object]
     share = eps_factor(cfg.attack, epoch, step, spe)
     eps = cfg.attack.eps * share
     attack = training_attack(cfg, run.objective.attack_loss, eps, cfg.attack.step_size * share)
-    objective = run.objective.with_adr_factor(adr_factor(cfg.objective, epoch, step, spe))
+    factor = adr_factor(cfg.objective, epoch, step, spe)
+    objective = run.objective if factor == 1 else run.objective.with_adr_factor(factor)
     return lr, eps, attack, objective
 
 
