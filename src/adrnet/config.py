@@ -63,7 +63,7 @@ class AttackConfig:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    name: str = "adr_pgd"                # pgd_at, trades, adr_pgd, adr_trades
+    name: str = "adr_pgd"                # pgd_at, trades, adr_pgd, adr_trades, mart, adr_mart
     weights: dict[str, float] = _opt({}) # overrides of the preset's term weights
     scale: float = _opt(0.99, gt=0, le=1)  # s of the pair weight 1 - 1/s
     concat: bool = False                 # one forward pass on [clean; adv] (mixes BN stats)
@@ -274,7 +274,7 @@ def _check_registry(key: str, value: str, module: str, name: str) -> None:
 
 
 TERM_NAMES = ("ce_clean", "ce_adv", "trades_kl", "local_compactness", "local_smoothness",
-              "global_compactness", "global_smoothness", "entropy")
+              "global_compactness", "global_smoothness", "entropy", "mart_bce", "mart_kl")
 
 
 def _check_weights(weights: dict[str, float]) -> None:
