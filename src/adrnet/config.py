@@ -70,6 +70,13 @@ class ObjectiveConfig:
 
 
 @dataclass(frozen=True)
+class AwpConfig:
+    """Adversarial weight perturbation (Wu et al., NeurIPS 2020); see adrnet/train/awp.py."""
+    gamma: float = _opt(5e-3, ge=0)      # perturbation size relative to each layer's weight norm
+    warmup_epochs: int = _opt(0, ge=0)   # epochs trained without AWP before it starts
+
+
+@dataclass(frozen=True)
 class OptimConfig:
     name: Literal["sgd", "adam"] = "sgd"
     lr: float = _opt(0.01, gt=0)
@@ -77,6 +84,7 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = _opt(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
+    awp: Optional[AwpConfig] = None      # a table {gamma, warmup_epochs}; unset: no AWP
 
 
 @dataclass(frozen=True)
