@@ -123,22 +123,23 @@ def test_warm_up_and_unset():
 
 
 def test_warm_up_epochs_train_exactly_as_without_awp(tmp_path):
-    plain = config_from_dict(tiny_config(train={"epochs": 1}))
-    warm = config_from_dict(tiny_config(train={"epochs": 1},
+    small = {"name": "blobs", "train_subset": 96}
+    plain = config_from_dict(tiny_config(data=small, train={"epochs": 1}))
+    warm = config_from_dict(tiny_config(data=small, train={"epochs": 1},
                                         optim={"awp": {"gamma": 0.01, "warmup_epochs": 1}}))
     train(plain, tmp_path / "plain"), train(warm, tmp_path / "warm")
     assert same_tensors(weights(tmp_path / "plain"), weights(tmp_path / "warm"))
 
 
 def test_resume_across_the_warm_up_is_bit_identical(tmp_path):
-    awp = {"gamma": 0.01, "warmup_epochs": 1}
-    full = config_from_dict(tiny_config(train={"epochs": 3}, optim={"awp": awp}))
+    awp, small = {"gamma": 0.01, "warmup_epochs": 1}, {"name": "blobs", "train_subset": 96}
+    full = config_from_dict(tiny_config(data=small, train={"epochs": 2}, optim={"awp": awp}))
     train(full, tmp_path / "full")
-    first = config_from_dict(tiny_config(train={"epochs": 1}, optim={"awp": awp}))
+    first = config_from_dict(tiny_config(data=small, train={"epochs": 1}, optim={"awp": awp}))
     train(first, tmp_path / "resumed")
     train(full, tmp_path / "resumed", resume=True)
     assert same_tensors(weights(tmp_path / "full"), weights(tmp_path / "resumed"))
-    plain = config_from_dict(tiny_config(train={"epochs": 3}))
+    plain = config_from_dict(tiny_config(data=small, train={"epochs": 2}))
     train(plain, tmp_path / "plain")
     assert not same_tensors(weights(tmp_path / "full"), weights(tmp_path / "plain"))
 
