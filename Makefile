@@ -19,6 +19,8 @@ demo: setup
 	$(VENV)/bin/adrnet data fetch mnist
 	$(VENV)/bin/adrnet train --config configs/mnist_quick_adr.toml --out $(RUN) --resume-if-exists
 	$(VENV)/bin/adrnet eval $(RUN) --attacks fgsm,pgd --split test
+	$(VENV)/bin/adrnet eval $(RUN) --attacks autoattack --n 200 --no-diagnostics \
+		--aa-state $(RUN)/autoattack_state.json --out $(RUN)/eval_autoattack.json
 
 test: setup
 	$(PY) -m pytest -m "not slow" -q

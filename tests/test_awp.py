@@ -47,7 +47,8 @@ def _attack(loss):
 def _steps(run, n=3):
     x, y = tiny_batch(n=12)
     attack = _attack(run.objective.attack_loss)
-    return [train_step(run, x, y, epoch=0, step=i, attack=attack, lr=0.05) for i in range(n)]
+    return [train_step(run, run.objective, x, y, epoch=0, step=i, attack=attack, lr=0.05)
+            for i in range(n)]
 
 
 def _state(run):
@@ -86,7 +87,7 @@ def test_perturbation_has_relative_size_gamma_per_layer_and_spares_batchnorm():
     buffers = {k: v.clone() for k, v in run.net.named_buffers()}
     torch.manual_seed(3)
     attack = ReusedAttack(_attack("kl"), run.device)
-    perturbation = weight_perturbation(run, x, y, attack, gamma=0.02).pairs
+    perturbation = weight_perturbation(run, run.objective, x, y, attack, gamma=0.02).pairs
     params = [p for p, _ in perturbation]
     assert [id(p) for p in params] == [id(p) for p in perturbed_weights(run.net)]
     assert {p.dim() for p in params} == {2, 4} and len(params) == 2  # conv + linear kernels

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from _tiny import TinyNet, tiny_batch
 from _train_helpers import records, tiny_config
 from adrnet.config import config_from_dict
-from adrnet.objectives import ADR_TERM_NAMES, OBJECTIVES, make_objective, mart_bce, mart_kl
+from adrnet.objectives import ADR_TERMS, OBJECTIVES, make_objective, mart_bce, mart_kl
 from adrnet.train import train
 from test_objectives import _loss_and_grads
 
@@ -87,11 +87,11 @@ def test_boosted_ce_stays_finite_when_a_wrong_class_is_certain():
 def test_presets_attack_with_ce_and_weigh_kl_by_six():
     assert OBJECTIVES["mart"] == ({"mart_bce": 1.0, "mart_kl": 6.0}, "ce")
     weights, attack = OBJECTIVES["adr_mart"]
-    assert attack == "ce" and set(weights) == {"mart_bce", "mart_kl", *ADR_TERM_NAMES}
+    assert attack == "ce" and set(weights) == {"mart_bce", "mart_kl", *ADR_TERMS}
 
 
 def test_adr_mart_with_zero_adr_weights_equals_mart_exactly():
-    adr = make_objective("adr_mart", **{term: 0.0 for term in ADR_TERM_NAMES})
+    adr = make_objective("adr_mart", **{term: 0.0 for term in ADR_TERMS})
     out_adr, grads_adr = _loss_and_grads(adr)
     out_ref, grads_ref = _loss_and_grads(make_objective("mart"))
     assert torch.equal(out_adr["loss"], out_ref["loss"])

@@ -26,22 +26,68 @@ from adrnet.errors import AdrnetError, ConfigError
 TOY = ("moons", "circles", "blobs")
 
 
-def _train_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train", help="train a model (PGD-AT, TRADES, ADR) from a TOML config",
-        description="Train from a TOML config into a run directory, or resume a run.")
+def _config_options(p) -> None:
+    """--config, --set, --device and --no-progress: how train and ablate take a config."""
     p.add_argument("--config", metavar="TOML", help="config file (e.g. configs/mnist_quick_adr.toml)")
     p.add_argument("--set", dest="overrides", metavar="SECTION.KEY=VALUE", action="append",
                    nargs="+", default=[], help="override a config value, TOML syntax "
                    "(repeatable): --set train.epochs=3 optim.lr=0.05")
+    p.add_argument("--device", choices=DEVICES, help="same as --set train.device=...")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (train.progress=false)")
+
+
+def _train_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a model (PGD-AT, TRADES, ADR) from a TOML config",
+        description="Train from a TOML config into a run directory, or resume a run.")
+    _config_options(p)
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<config name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its "
                    "last checkpoint, with RUN_DIR/config.toml")
     p.add_argument("--resume-if-exists", action="store_true", help="resume when the --out "
                    "directory already holds a checkpoint, else start a new run")
-    p.add_argument("--device", choices=DEVICES, help="same as --set train.device=...")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (train.progress=false)")
     p.set_defaults(func=cmd_train)
+
+
+def _ablate_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "ablate", help="ADR ablation: base, full ADR, each component alone and removed",
+        description="Train, at the config's seed and budget, the base (every ADR weight 0), "
+        "full ADR, each ADR component alone on the base and full ADR without each component; "
+        "evaluate each on the test split (clean and PGD-k on all of it, AutoAttack on the first "
+        "N images, best checkpoint by validation); write OUT/ablation.md, OUT/ablation.csv and "
+        "OUT/report.html. Rerun the same command to continue an interrupted ablation.")
+    _config_options(p)
+    p.add_argument("--out", metavar="DIR", help="study directory (default: runs/ablate_<config name>)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their weights, train nothing")
+    p.add_argument("--pgd-steps", type=_positive_int, help="PGD-k of the evaluation "
+                   "(default: the config's eval.test_steps)")
+    p.add_argument("--aa-n", type=_non_negative_int, help="AutoAttack on the first N test images "
+                   "(default: the config's eval.autoattack_n; 0: none)")
+    p.add_argument("--which", choices=("best", "last"), default="best",
+                   help="checkpoint to evaluate (best: chosen on the validation split)")
+    p.add_argument("--aa-version", default="standard", choices=("standard", "plus", "rand", "custom"),
+                   help="AutoAttack version (standard needs 4 or more classes)")
+    p.add_argument("--aa-attacks", help="attacks of --aa-version custom, e.g. apgd-ce,square")
+    p.add_argument("--no-diagnostics", action="store_true", help="skip layer divergence and t-SNE")
+    p.set_defaults(func=cmd_ablate)
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0, got 0")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _data_parser(subparsers) -> None:
@@ -68,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"adrnet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _train_parser(subparsers)
+    _ablate_parser(subparsers)
     _data_parser(subparsers)
     if importlib.util.find_spec("adrnet.eval.cli") is not None:
         from adrnet.eval.cli import add_subcommands
@@ -115,6 +162,35 @@ def cmd_train(args) -> int:
             f"(epoch {result.best_epoch})")
     print(f"done: {result.epochs_completed} epochs, {best}\nrun directory: {run_dir}\n"
           f"evaluate it with: adrnet eval {run_dir}")
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from adrnet.config import load_config
+    from adrnet.eval.report import write_report
+    from adrnet.study import EvalPlan, ablation_variants, describe, run_study, write_tables
+    if not args.config:
+        raise ConfigError("give --config TOML: the ADR config to ablate (e.g. configs/mnist_quick_adr.toml)")
+    out_dir = Path(args.out) if args.out else Path("runs") / f"ablate_{Path(args.config).stem}"
+    variants = ablation_variants(load_config(args.config, _overrides(args)))
+    if args.dry_run:
+        print(f"{len(variants)} runs into {out_dir}/<name> (same seed, data and budget):")
+        print("\n".join(describe(name, cfg) for name, cfg in variants.items()))
+        return 0
+    if args.aa_attacks and args.aa_version != "custom":
+        raise ConfigError("--aa-attacks needs --aa-version custom")
+    plan = EvalPlan(pgd_steps=args.pgd_steps, autoattack_n=args.aa_n, which=args.which,
+                    autoattack_version=args.aa_version,
+                    autoattack_attacks=tuple(a.strip() for a in args.aa_attacks.split(","))
+                    if args.aa_attacks else None,
+                    device=args.device or "auto", progress=not args.no_progress,
+                    diagnostics=not args.no_diagnostics)
+    results = run_study(variants, out_dir, plan)
+    md_path, csv_path = write_tables(results, out_dir)
+    html_path, _ = write_report([out_dir / name for name in variants], out_dir / "report.html",
+                                title=f"ADR ablation of {args.config}")
+    print(md_path.read_text())
+    print(f"tables: {md_path}, {csv_path}\nreport: {html_path}")
     return 0
 
 

@@ -63,10 +63,13 @@ class AttackConfig:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    name: str = "adr_pgd"                # pgd_at, trades, adr_pgd, adr_trades, mart, adr_mart
+    name: str = "adr_pgd"                # pgd_at, trades, adr_pgd, adr_pgd_tf, adr_trades, mart, adr_mart
     weights: dict[str, float] = _opt({}) # overrides of the preset's term weights
     scale: float = _opt(0.99, gt=0, le=1)  # s of the pair weight 1 - 1/s
     concat: bool = False                 # one forward pass on [clean; adv] (mixes BN stats)
+    # Stabilisers of ADR (docs/training.md, "ADR's stability"); off = the reference maths.
+    latent_norm: Literal["none", "l2", "rms"] = "none"  # z seen by the compactness terms
+    adr_warmup_epochs: float = _opt(0.0, ge=0)  # the five ADR weights ramp from 0, per step
 
 
 @dataclass(frozen=True)

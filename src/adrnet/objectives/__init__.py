@@ -1,7 +1,7 @@
 """Objectives: pure loss terms (terms.py) and weighted presets (objective.py)."""
 
-from adrnet.objectives.objective import (ADR_TERM_NAMES, OBJECTIVES, TERM_NAMES, Objective,
-                                         make_objective)
+from adrnet.objectives.objective import (ADR_TERMS, LATENT_NORMS, OBJECTIVES, TERM_NAMES, Objective,
+                                        make_objective)
 from adrnet.objectives.terms import (
     adr_terms, ce_adv, ce_clean, entropy, global_compactness, global_smoothness,
     local_compactness, local_smoothness, mart_bce, mart_kl, pair_weights, trades_kl,
@@ -15,7 +15,7 @@ TERMS = {
 }
 
 __all__ = [
-    "ADR_TERM_NAMES", "OBJECTIVES", "TERMS", "TERM_NAMES", "Objective", "adr_terms", "ce_adv", "ce_clean",
+    "ADR_TERMS", "LATENT_NORMS", "OBJECTIVES", "TERMS", "TERM_NAMES", "Objective", "adr_terms", "ce_adv", "ce_clean",
     "entropy", "global_compactness", "global_smoothness", "local_compactness",
     "local_smoothness", "make_objective", "mart_bce", "mart_kl", "pair_weights", "trades_kl",
 ]

@@ -16,6 +16,8 @@ The objective never touches the optimiser.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -24,27 +26,39 @@ import torch.nn.functional as F
 from adrnet.errors import ConfigError
 from adrnet.objectives import terms
 
-#: The five ADR terms (method.md).
-ADR_TERM_NAMES = ("local_compactness", "local_smoothness", "global_compactness",
-                  "global_smoothness", "entropy")
+#: The five terms ADR adds to its base (method.md); an ablation or a warm-up acts on these alone.
+ADR_TERMS = ("local_compactness", "local_smoothness", "global_compactness",
+             "global_smoothness", "entropy")
 #: Base terms, the ADR terms, then MART's two (Wang et al., ICLR 2020).
-TERM_NAMES = ("ce_clean", "ce_adv", "trades_kl", *ADR_TERM_NAMES, "mart_bce", "mart_kl")
+TERM_NAMES = ("ce_clean", "ce_adv", "trades_kl", *ADR_TERMS, "mart_bce", "mart_kl")
 _NEEDS_CLEAN = {"ce_clean", "trades_kl", "local_compactness", "local_smoothness",
                 "global_compactness", "global_smoothness", "mart_kl"}
 _NEEDS_ADV = set(TERM_NAMES) - {"ce_clean"}
-_ADR_WEIGHTS = {name: 1.0 for name in ADR_TERM_NAMES}
+_COMPACTNESS = ("local_compactness", "global_compactness")
+_ADR_WEIGHTS = {name: 1.0 for name in ADR_TERMS}
 #: MART: boosted CE + β·weighted KL, β = 6 (the paper's and its WRN code's default).
 _MART_WEIGHTS = {"mart_bce": 1.0, "mart_kl": 6.0}
 
 #: Presets (method.md). TRADES' own β is 6; the ADR reference runs TRADES with β = 1.
+#: ``adr_pgd_tf`` is the TensorFlow original's weighting: 0.5 CE(clean) + 0.5 CE(adv).
 OBJECTIVES = {
     "pgd_at": ({"ce_adv": 1.0}, "ce"),
     "trades": ({"ce_clean": 1.0, "trades_kl": 6.0}, "kl"),
     "adr_pgd": ({"ce_clean": 1.0, "ce_adv": 1.0, **_ADR_WEIGHTS}, "ce"),
+    "adr_pgd_tf": ({"ce_clean": 0.5, "ce_adv": 0.5, **_ADR_WEIGHTS}, "ce"),
     "adr_trades": ({"ce_clean": 1.0, "trades_kl": 1.0, **_ADR_WEIGHTS}, "kl"),
     "mart": (dict(_MART_WEIGHTS), "ce"),
     "adr_mart": ({**_MART_WEIGHTS, **_ADR_WEIGHTS}, "ce"),
 }
+
+#: How the two compactness terms see the latents (method.md allows these as options;
+#: "none" is the reference). "l2" compares directions z/‖z‖₂ (cosine-style, as in the
+#: authors' later ``hidden_norm`` switch and metric-learning adversarial training);
+#: "rms" compares z/rms(z) = √K·z/‖z‖₂, the same directions at unit root-mean-square,
+#: so the terms keep the magnitude they have on unit-scale features. Both remove the
+#: one degree of freedom that lets the reference terms blow the latents up: their
+#: scale (docs/training.md, "ADR's stability").
+LATENT_NORMS = ("none", "l2", "rms")
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,7 @@ class Objective:
     attack_loss: str = "ce"
     scale: float = 0.99
     concat: bool = False
+    latent_norm: str = "none"
 
     def __post_init__(self):
         unknown = set(self.weights) - set(TERM_NAMES)
@@ -64,11 +79,22 @@ class Objective:
             raise ConfigError(f"objective attack_loss must be 'ce' or 'kl', got {self.attack_loss!r}")
         if not 0 < self.scale <= 1:
             raise ConfigError(f"objective scale s must be in (0, 1], got {self.scale}")
+        if self.latent_norm not in LATENT_NORMS:
+            raise ConfigError(f"objective latent_norm must be one of {', '.join(LATENT_NORMS)}, "
+                              f"got {self.latent_norm!r}")
 
     @property
     def active(self) -> dict:
         """The terms with a non-zero weight."""
         return {name: w for name, w in self.weights.items() if w != 0}
+
+    def with_adr_factor(self, factor: float) -> "Objective":
+        """This objective with the five ADR weights multiplied by ``factor`` (a warm-up);
+        a factor of 1 returns ``self``, so a finished warm-up is exactly the objective."""
+        if factor == 1:
+            return self
+        weights = {name: w * factor if name in ADR_TERMS else w for name, w in self.weights.items()}
+        return dataclasses.replace(self, weights=weights)
 
     def __call__(self, model, x, y, attack, gather=None) -> dict:
         """Loss and its parts for one batch; ``attack(model, x, y) -> x_adv`` runs on the
@@ -77,6 +103,8 @@ class Objective:
         need_clean = bool(_NEEDS_CLEAN & set(active))
         x_adv = attack(getattr(model, "module", model), x, y) if _NEEDS_ADV & set(active) else None
         clean, adv = _forward(model, x if need_clean else None, x_adv, self.concat)
+        if self.latent_norm != "none" and set(_COMPACTNESS) & set(active):
+            clean, adv = (_normalised(side, self.latent_norm) for side in (clean, adv))
         columns = _clean_columns(set(active), clean, y, gather)
         values = {name: self._term(name, clean, adv, y, columns) for name in active}
         loss = sum(active[name] * value for name, value in values.items())
@@ -110,6 +138,14 @@ _PER_EXAMPLE = {
 }
 
 
+def _normalised(side, how: str):
+    """(logits, z) with z scaled to unit L2 norm ("l2") or unit RMS ("rms") per example,
+    in fp32; only the compactness terms read z, so nothing else changes."""
+    logits, z = side
+    unit = F.normalize(terms.as_float(z), dim=1)
+    return logits, unit * math.sqrt(z.shape[1]) if how == "rms" else unit
+
+
 def _gathered(t, gather):
     """This rank's detached tensor, or every rank's concatenated (data-parallel)."""
     return t if gather is None else gather(t.detach())
@@ -139,9 +175,10 @@ def _forward(model, x_clean, x_adv, concat):
     return clean, adv
 
 
-def make_objective(name: str, scale: float = 0.99, concat: bool = False, **weights) -> Objective:
+def make_objective(name: str, scale: float = 0.99, concat: bool = False,
+                   latent_norm: str = "none", **weights) -> Objective:
     """A preset by name with any weight overridden (``make_objective("adr_pgd", entropy=0)``)."""
     if name not in OBJECTIVES:
         raise ConfigError(f"unknown objective {name!r}; allowed: {', '.join(OBJECTIVES)}")
     preset, attack = OBJECTIVES[name]
-    return Objective({**preset, **weights}, attack, scale, concat)
+    return Objective({**preset, **weights}, attack, scale, concat, latent_norm)

@@ -68,13 +68,13 @@ def perturbed_weights(net: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in net.parameters() if p.requires_grad and p.dim() > 1]
 
 
-def _ascent_gradients(run, xb, yb, attack, params) -> list[torch.Tensor]:
+def _ascent_gradients(run, objective, xb, yb, attack, params) -> list[torch.Tensor]:
     """∇ of the objective's loss at the current weights (BatchNorm statistics kept),
     averaged over ranks under DDP."""
     from adrnet.train.step import autocast_context  # step.py imports this module
     buffers = [b.detach().clone() for b in run.net.buffers()]
     with autocast_context(run.device, run.cfg.train.precision):
-        loss = run.objective(run.net, xb, yb, attack, gather=run.gather)["loss"]
+        loss = objective(run.net, xb, yb, attack, gather=run.gather)["loss"]
     scale = run.scaler.get_scale() if run.scaler.is_enabled() else 1.0  # fp16: no underflow
     grads = torch.autograd.grad(loss * scale, params, allow_unused=True)
     with torch.no_grad():
@@ -113,12 +113,12 @@ class Perturbation:
             param.copy_(saved)
 
 
-def weight_perturbation(run, xb, yb, attack: ReusedAttack, gamma: float) -> Perturbation:
+def weight_perturbation(run, objective, xb, yb, attack: ReusedAttack, gamma: float) -> Perturbation:
     """v_l = γ ‖w_l‖ g_l / (‖g_l‖ + NORM_EPS) for each perturbed weight (not yet added);
     the RNG is left where a step without AWP would be after its attack."""
     started = rng_state(run.device)
     params = perturbed_weights(run.net)
-    grads = _ascent_gradients(run, xb, yb, attack, params)
+    grads = _ascent_gradients(run, objective, xb, yb, attack, params)
     set_rng_state(run.device, attack.rng_after if attack.rng_after is not None else started)
     with torch.no_grad():
         return Perturbation([(p, g * (gamma * p.norm() / (g.norm() + NORM_EPS)))

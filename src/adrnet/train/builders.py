@@ -39,7 +39,8 @@ def model_identity(model, cfg: Config) -> dict:
 def build_objective(cfg: Config):
     from adrnet.objectives import make_objective
     return make_objective(cfg.objective.name, scale=cfg.objective.scale,
-                          concat=cfg.objective.concat, **cfg.objective.weights)
+                          concat=cfg.objective.concat, latent_norm=cfg.objective.latent_norm,
+                          **cfg.objective.weights)
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:

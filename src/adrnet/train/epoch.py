@@ -16,7 +16,7 @@ from tqdm import tqdm
 from adrnet.train.builders import training_attack
 from adrnet.train.resume import save_run
 from adrnet.train.running import SHORT_NAMES, accumulate, averages, sum_over_ranks
-from adrnet.train.schedules import eps_factor, lr_factor
+from adrnet.train.schedules import adr_factor, eps_factor, lr_factor
 from adrnet.train.signals import TrainingInterrupted, signal_name
 from adrnet.train.step import to_device, train_step
 from adrnet.train.validate import validate
@@ -55,14 +55,15 @@ def _step_record(run, numbers: dict, lr: float, eps: float) -> dict:
     return record
 
 
-def _settings(run, epoch: int, step: int) -> tuple[float, float, object]:
-    """(lr, ε, attack) of one step: the schedules evaluated at the step's position."""
+def _settings(run, epoch: int, step: int) -> tuple[float, float, object, object]:
+    """(lr, ε, attack, objective) of one step: the schedules at the step's position."""
     cfg, spe = run.cfg, run.steps_per_epoch
     lr = cfg.optim.lr * lr_factor(cfg.schedule, epoch, step, spe, cfg.train.epochs)
     share = eps_factor(cfg.attack, epoch, step, spe)
     eps = cfg.attack.eps * share
     attack = training_attack(cfg, run.objective.attack_loss, eps, cfg.attack.step_size * share)
-    return lr, eps, attack
+    objective = run.objective.with_adr_factor(adr_factor(cfg.objective, epoch, step, spe))
+    return lr, eps, attack, objective
 
 
 def run_epoch(run) -> None:
@@ -78,10 +79,10 @@ def run_epoch(run) -> None:
                disable=not (cfg.train.progress and run.info.is_main))
     for step, xb, yb in batches:
         _check_stop(run)
-        lr, eps, attack = _settings(run, epoch, step)
+        lr, eps, attack, objective = _settings(run, epoch, step)
         xb = to_device(xb, run.device, cfg.train.channels_last)
         started = time.perf_counter()
-        numbers = train_step(run, xb, yb.to(run.device), epoch, step, attack, lr)
+        numbers = train_step(run, objective, xb, yb.to(run.device), epoch, step, attack, lr)
         seconds = time.perf_counter() - started
         accumulate(run.running, numbers, seconds, lr, eps)
         run.step, run.global_step = step + 1, run.global_step + 1

@@ -16,6 +16,8 @@ An optional linear warm-up (``warmup_epochs``) multiplies piecewise/cosine/const
 ε warm-up: the L∞/L2 radius (and the PGD step size with it) grows linearly from 0
 to ε over the first ``eps_warmup_epochs``, per step, which lets PGD-AT on MNIST
 leave the all-one-class plateau it otherwise often sits on (Madry et al. note it).
+ADR warm-up: the five ADR weights of Bui et al. (ECCV 2020) grow the same way over
+``objective.adr_warmup_epochs``, so the base objective shapes the features first.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import bisect
 import math
 
-from adrnet.config import AttackConfig, ScheduleConfig
+from adrnet.config import AttackConfig, ObjectiveConfig, ScheduleConfig
 
 
 def lr_factor(sched: ScheduleConfig, epoch: int, step: int, steps_per_epoch: int,
@@ -58,8 +60,19 @@ def _one_cycle(sched: ScheduleConfig, fraction: float) -> float:
     return sched.min_factor + (1 - sched.min_factor) * 0.5 * (1 + math.cos(math.pi * down))
 
 
-def eps_factor(attack: AttackConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """Share of ε used at ``step`` of ``epoch`` (progress counted at the step's end)."""
-    if attack.eps_warmup_epochs <= 0:
+def warmup_factor(warmup_epochs: float, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Share of a warmed-up value used at ``step`` of ``epoch``: linear from 0 to 1 over
+    ``warmup_epochs`` (progress counted at the step's end, so the first step is not 0)."""
+    if warmup_epochs <= 0:
         return 1.0
-    return min(1.0, (epoch + (step + 1) / steps_per_epoch) / attack.eps_warmup_epochs)
+    return min(1.0, (epoch + (step + 1) / steps_per_epoch) / warmup_epochs)
+
+
+def eps_factor(attack: AttackConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Share of ε (and of the PGD step size) used at ``step`` of ``epoch``."""
+    return warmup_factor(attack.eps_warmup_epochs, epoch, step, steps_per_epoch)
+
+
+def adr_factor(objective: ObjectiveConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Share of the five ADR weights used at ``step`` of ``epoch`` (``adr_warmup_epochs``)."""
+    return warmup_factor(objective.adr_warmup_epochs, epoch, step, steps_per_epoch)

@@ -69,20 +69,21 @@ def correct_count(out: dict, key: str, y: torch.Tensor) -> int | None:
     return None if logits is None else int((logits.argmax(1) == y).sum())
 
 
-def train_step(run, xb: torch.Tensor, yb: torch.Tensor, epoch: int, step: int,
+def train_step(run, objective, xb: torch.Tensor, yb: torch.Tensor, epoch: int, step: int,
                attack, lr: float) -> dict:
     """Forward (with the attack), check, backward, update. Returns the step's numbers
-    as Python floats: loss, each active term, correct counts, batch size. With AWP
-    (``optim.awp``, see ``awp.py``) the update is taken at perturbed weights w + v,
-    and v is removed afterwards, also when the step fails."""
+    as Python floats: loss, each active term, correct counts, batch size. ``objective``
+    is the run's objective as the schedules weigh it at this step (ADR warm-up). With AWP
+    (``optim.awp``, see ``awp.py``) the update is taken at perturbed weights w + v, and v
+    is removed afterwards, also when the step fails."""
     torch.manual_seed(step_seed(run.cfg.train.seed, epoch, step,
                                 run.info.rank, run.info.world_size))
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     run.model.train()
-    attack, perturbation = _weight_perturbation(run, xb, yb, epoch, attack)
+    attack, perturbation = _weight_perturbation(run, objective, xb, yb, epoch, attack)
     try:
-        out = _descend(run, xb, yb, epoch, step, attack)
+        out = _descend(run, objective, xb, yb, epoch, step, attack)
     except BaseException:
         if perturbation is not None:
             perturbation.undo()
@@ -97,21 +98,21 @@ def train_step(run, xb: torch.Tensor, yb: torch.Tensor, epoch: int, step: int,
     return numbers
 
 
-def _weight_perturbation(run, xb, yb, epoch: int, attack) -> tuple:
+def _weight_perturbation(run, objective, xb, yb, epoch: int, attack) -> tuple:
     """(attack, None) without AWP; with it, the attack that reuses its one adversarial
     batch and the perturbation v, already added to the weights."""
     if not awp.awp_due(run.cfg, epoch):
         return attack, None
     attack = awp.ReusedAttack(attack, run.device)
-    perturbation = awp.weight_perturbation(run, xb, yb, attack, run.cfg.optim.awp.gamma)
+    perturbation = awp.weight_perturbation(run, objective, xb, yb, attack, run.cfg.optim.awp.gamma)
     perturbation.add()
     return attack, perturbation
 
 
-def _descend(run, xb, yb, epoch: int, step: int, attack) -> dict:
+def _descend(run, objective, xb, yb, epoch: int, step: int, attack) -> dict:
     """The objective's loss, checked for NaN/inf on every rank, then one optimiser step."""
     with autocast_context(run.device, run.cfg.train.precision):
-        out = run.objective(run.model, xb, yb, attack, gather=run.gather)
+        out = objective(run.model, xb, yb, attack, gather=run.gather)
     loss = out["loss"]
     bad = run.any_rank(not bool(torch.isfinite(loss.detach()).all()))
     if bad:

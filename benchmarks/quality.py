@@ -1,0 +1,189 @@
+"""ADR against its base at the same budget: the table in docs/results.md.
+
+Every run trains one of the quick presets (configs/*_quick_*.toml: the same data,
+model, attack, schedule and number of epochs for every objective; about 10 to 15
+minutes each on 2 CPU cores) and is evaluated the same way by ``adrnet.study``:
+clean and PGD-40 accuracy on the whole test set, and AutoAttack (standard, through
+pyautoattack) on the first ``--aa-n`` test images, on the checkpoint chosen on the
+validation split. Two seeds of pgd_at and adr_pgd on MNIST give the seed noise that
+every difference is read against.
+
+Resumable across sessions: run directories live in ``--work`` (default
+``~/.cache/adrnet/quality``: outside the checkout, so a new checkout keeps them), and
+each finished run's summary is committed in benchmarks/results/quality/NAME.json, which
+is never redone. Rerun the same command to continue; ``--only NAME`` runs one entry
+(two processes with different ``--only``, each pinned to one core with one thread,
+are the fastest use of 2 cores).
+
+Usage: python benchmarks/quality.py [--aa-n 500] [--only mnist_adr_pgd_s0] [--table-only]
+Needs MNIST (`adrnet data fetch mnist`) and Fashion-MNIST (Debian's
+dataset-fashion-mnist). Budget: about 4 hours of CPU for the whole table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+from adrnet.atomic import write_json_atomic, write_text_atomic
+from adrnet.config import apply_overrides, load_config
+from adrnet.study import EvalPlan, run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "quality"
+DOCS, README = ROOT / "docs" / "results.md", ROOT / "README.md"
+PGD_STEPS = 40
+
+#: name -> (data set label, preset, overrides). Order = the order of the work.
+RUNS = {
+    "mnist_pgd_at_s0": ("MNIST ε=0.3", "configs/mnist_quick_pgd_at.toml", []),
+    "mnist_adr_pgd_s0": ("MNIST ε=0.3", "configs/mnist_quick_adr.toml", []),
+    "mnist_trades_s0": ("MNIST ε=0.3", "configs/mnist_quick_trades.toml", []),
+    "mnist_adr_trades_s0": ("MNIST ε=0.3", "configs/mnist_quick_adr_trades.toml", []),
+    "mnist_pgd_at_s1": ("MNIST ε=0.3", "configs/mnist_quick_pgd_at.toml", ["train.seed=1"]),
+    "mnist_adr_pgd_s1": ("MNIST ε=0.3", "configs/mnist_quick_adr.toml", ["train.seed=1"]),
+    "fashion_pgd_at_s0": ("Fashion-MNIST ε=0.1", "configs/fashion_mnist_quick_pgd_at.toml", []),
+    "fashion_adr_pgd_s0": ("Fashion-MNIST ε=0.1", "configs/fashion_mnist_quick_adr.toml", []),
+}
+
+
+def load_results() -> dict:
+    """The finished runs, one JSON file each (so that two processes can share the table)."""
+    return {name: json.loads((RESULTS / f"{name}.json").read_text())
+            for name in RUNS if (RESULTS / f"{name}.json").exists()}
+
+
+def run_one(name: str, args) -> dict:
+    dataset, preset, overrides = RUNS[name]
+    cfg = apply_overrides(load_config(ROOT / preset), [*overrides, "train.progress=false"])
+    plan = EvalPlan(pgd_steps=PGD_STEPS, autoattack_n=args.aa_n, progress=False, diagnostics=False)
+    entry = run_study({name: cfg}, Path(args.work) / name, plan)[name]
+    return {**entry, "dataset": dataset, "preset": preset, "overrides": overrides,
+            "machine": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo on Linux), to name beside absolute times."""
+    info = Path("/proc/cpuinfo")
+    for line in info.read_text().splitlines() if info.exists() else []:
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def seed_noise(results: dict, stem: str, key: str) -> float | None:
+    """|difference| in points between the two seeds of ``stem`` (None until both ran)."""
+    pair = [results.get(f"{stem}_s{seed}", {}).get("summary", {}).get(key) for seed in (0, 1)]
+    return None if None in pair else abs(100 * (pair[0] - pair[1]))
+
+
+def verdicts(results: dict) -> list[str]:
+    """Plain sentences comparing ADR with its base (seed 0), each difference beside the
+    seed-to-seed differences of the two MNIST pairs (the noise it must exceed)."""
+    lines = []
+    for adr, base in (("mnist_adr_pgd", "mnist_pgd_at"), ("mnist_adr_trades", "mnist_trades"),
+                      ("fashion_adr_pgd", "fashion_pgd_at")):
+        a, b = results.get(f"{adr}_s0"), results.get(f"{base}_s0")
+        if not (a and b):
+            continue
+        parts = []
+        for key, label in (("clean", "clean"), ("pgd", f"PGD-{PGD_STEPS}"), ("autoattack", "AutoAttack")):
+            x, y = a["summary"].get(key), b["summary"].get(key)
+            if x is None or y is None:
+                continue
+            noise = [f"{stem} {n:.2f}" for stem in ("pgd_at", "adr_pgd")
+                     if (n := seed_noise(results, f"mnist_{stem}", key)) is not None]
+            parts.append(f"{label} {100 * (x - y):+.2f} points (MNIST seed-to-seed: "
+                         f"{', '.join(noise) if noise else 'second seeds not run yet'})")
+        lines.append(f"- {a['dataset']}: {adr.split('_', 1)[1]} minus {base.split('_', 1)[1]}: "
+                     + "; ".join(parts) + ".")
+    return lines
+
+
+def table(results: dict) -> str:
+    rows = ["| data | run | preset | clean | PGD-40 | AutoAttack | AA n | train (steps) | eval |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, (dataset, preset, overrides) in RUNS.items():
+        entry = results.get(name)
+        if entry is None:
+            rows.append(f"| {dataset} | {name} | `{Path(preset).name}` | not run yet | | | | | |")
+            continue
+        s = entry["summary"]
+        rows.append(f"| {dataset} | {name} | `{Path(preset).name}`{' ' + ' '.join(overrides) if overrides else ''} | "
+                    f"{pct(s['clean'])} | {pct(s['pgd'])} | {pct(s.get('autoattack'))} | "
+                    f"{s.get('autoattack_n', '–')} | {entry['train_seconds'] / 60:.1f} min | "
+                    f"{entry['eval_seconds'] / 60:.1f} min |")
+    machines = sorted({e["machine"] for e in results.values()}) or [cpu_name()]
+    torches = sorted({e["torch"] for e in results.values()}) or [torch.__version__]
+    head = (f"Written by `python benchmarks/quality.py` ({len(results)} of {len(RUNS)} runs done). "
+            f"Machine: {'; '.join(machines)}; torch {', '.join(torches)}. Clean and PGD-{PGD_STEPS} "
+            "(L∞, step 2.5ε/40, random start) on the whole test set (n = 10000); AutoAttack "
+            "standard on the first n test images; checkpoint chosen on the validation split. "
+            "Times: the training steps (validation excluded) and the whole evaluation, on "
+            "the machine named.\n\n")
+    return head + "\n".join(rows) + "\n\n" + "\n".join(verdicts(results)) + "\n"
+
+
+def headline(results: dict) -> str:
+    """The README's sentence on the demo preset (configs/mnist_quick_adr.toml, seed 0)."""
+    entry = results.get("mnist_adr_pgd_s0")
+    if entry is None or entry["summary"].get("autoattack") is None:
+        return ("The demo preset's AutoAttack accuracy has not been measured yet "
+                "(`python benchmarks/quality.py`).")
+    s = entry["summary"]
+    return (f"Measured by `python benchmarks/quality.py` ({entry['machine']}): "
+            f"**{pct(s['autoattack'])}% under AutoAttack** (standard, L∞ ε = 0.3, first "
+            f"{s['autoattack_n']} test images), {pct(s['pgd'])}% under PGD-{PGD_STEPS} and "
+            f"{pct(s['clean'])}% clean on all 10000 test images, after "
+            f"{entry['train_seconds'] / 60:.0f} minutes of training steps.")
+
+
+def replace_block(path: Path, name: str, body: str, heading: str = "") -> None:
+    """Rewrite the text between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text, block = path.read_text(), f"{start}\n{body}{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text += f"\n{heading}{block}\n"
+    write_text_atomic(path, text)
+
+
+def write_docs(results: dict) -> None:
+    replace_block(DOCS, "quality", table(results),
+                  "## ADR against its base at the same budget (`python benchmarks/quality.py`)\n")
+    replace_block(README, "headline", headline(results) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--aa-n", type=int, default=500, help="AutoAttack on the first N test images")
+    parser.add_argument("--work", default=str(Path(os.environ.get("ADRNET_CACHE", Path.home() / ".cache" / "adrnet")) / "quality"))
+    parser.add_argument("--only", choices=tuple(RUNS), action="append")
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = load_results()
+    for name in [] if args.table_only else (args.only or RUNS):
+        if name in results:
+            continue
+        print(f"== {name}", flush=True)
+        write_json_atomic(RESULTS / f"{name}.json", run_one(name, args))
+        write_docs(load_results())
+    results = load_results()
+    write_docs(results)
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

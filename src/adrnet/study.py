@@ -1,0 +1,237 @@
+"""Studies: several configs trained at the same budget and evaluated the same way.
+
+Why one module: the questions a researcher brings to ADR (Bui et al., ECCV 2020),
+"does it beat its base?" and "which component matters?", are both answered by
+training a few variants of one config (same data, seed, schedule and attack budget)
+and comparing their test accuracies under the same attacks. ``adrnet ablate`` builds
+the variants of an ablation (:func:`ablation_variants`); ``benchmarks/quality.py``
+passes its own. :func:`run_study` does the rest and is resumable at every level: a
+finished run is not retrained (an interrupted one continues from its checkpoint), and
+an evaluation is redone only when the weights it was computed on have changed (it is
+keyed by the SHA-256 of the evaluated checkpoint's weights). AutoAttack keeps its own
+progress file, so even a long AutoAttack evaluation continues where it stopped.
+
+Every run is evaluated on the test split: clean and PGD-k accuracy on the whole split
+(``eval.json``), AutoAttack standard on the first ``autoattack_n`` images
+(``eval_autoattack.json``), with the checkpoint chosen on the validation split
+(``best``), never on the test set.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from adrnet.atomic import write_json_atomic, write_text_atomic
+from adrnet.config import Config, apply_overrides, config_to_dict
+from adrnet.errors import ConfigError
+
+#: Short names of the five ADR terms, used in run names and tables.
+COMPONENTS = {"local_compactness": "lc", "local_smoothness": "ls", "global_compactness": "gc",
+              "global_smoothness": "gs", "entropy": "H"}
+STATE = "study.json"
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """How every run of a study is evaluated (the same for all)."""
+
+    pgd_steps: int | None = None      # None: each config's eval.test_steps
+    autoattack_n: int | None = None   # None: each config's eval.autoattack_n; 0: no AutoAttack
+    autoattack_version: str = "standard"
+    autoattack_attacks: tuple[str, ...] | None = None  # for version "custom"
+    which: str = "best"
+    device: str = "auto"
+    progress: bool = True
+    diagnostics: bool = True          # layer divergence and t-SNE (for the report)
+
+
+def ablation_variants(cfg: Config) -> dict[str, Config]:
+    """The runs of an ablation of ``cfg`` (an ADR objective): the base (every ADR weight
+    0), full ADR (``cfg`` itself), each component alone on the base, and full ADR with
+    each component removed. A component keeps the weight ``cfg`` gives it."""
+    from adrnet.train.builders import build_objective
+    weights = build_objective(cfg).weights
+    present = {name: weights.get(name, 0.0) for name in COMPONENTS}
+    if not any(present.values()):
+        raise ConfigError(f"objective '{cfg.objective.name}' has no ADR term to ablate; give a "
+                          "config with an ADR objective (adr_pgd, adr_pgd_tf or adr_trades)")
+
+    def with_weights(chosen: dict) -> Config:
+        return apply_overrides(cfg, [f"objective.weights.{n}={w}" for n, w in chosen.items()])
+
+    variants = {"base": with_weights({n: 0.0 for n in present}), "full": cfg}
+    active = [name for name, weight in present.items() if weight]
+    for name in active:
+        variants[f"base+{COMPONENTS[name]}"] = with_weights(
+            {n: (present[n] if n == name else 0.0) for n in present})
+    for name in active:
+        variants[f"full-{COMPONENTS[name]}"] = with_weights({name: 0.0})
+    return variants
+
+
+def describe(name: str, cfg: Config) -> str:
+    """One line per variant for ``--dry-run``: its objective and non-zero ADR weights."""
+    from adrnet.train.builders import build_objective
+    objective = build_objective(cfg)
+    weights = ", ".join(f"{COMPONENTS.get(n, n)}={w:g}" for n, w in objective.active.items())
+    extras = [f"latent_norm={cfg.objective.latent_norm}"] if cfg.objective.latent_norm != "none" else []
+    if cfg.objective.adr_warmup_epochs:
+        extras.append(f"adr_warmup_epochs={cfg.objective.adr_warmup_epochs:g}")
+    return f"{name:<10} {cfg.objective.name}: {weights}" + (f" ({', '.join(extras)})" if extras else "")
+
+
+def weights_digest(run_dir: Path, which: str) -> str:
+    """SHA-256 of the weights of checkpoint ``which`` of a run (from its verified record)."""
+    from adrnet.train.checkpoint import checkpoint_files, open_checkpoint
+    _, meta = open_checkpoint(checkpoint_files(run_dir, which))
+    return meta["files"]["weights"]["sha256"]
+
+
+def _train(name: str, cfg: Config, run_dir: Path) -> None:
+    from adrnet.train import has_checkpoint, train
+    train(cfg, run_dir, resume=has_checkpoint(run_dir))
+
+
+def _evaluate(run_dir: Path, plan: EvalPlan, cfg: Config) -> dict:
+    """Clean + PGD-k on the whole test split, then AutoAttack on its first n images."""
+    from adrnet.eval.evaluate import EvalOptions, evaluate_run
+    common = dict(which=plan.which, device=plan.device, progress=plan.progress, split="test")
+    pgd = evaluate_run(run_dir, EvalOptions(attacks=("pgd",), steps=plan.pgd_steps,
+                                            diagnostics=plan.diagnostics,
+                                            out=str(run_dir / "eval.json"), **common))
+    (label, accuracy), = pgd["attack_accuracy"].items()  # "pgd-K": the one attack run
+    summary = {"n": pgd["n"], "clean": pgd["clean_accuracy"], "pgd": accuracy,
+               "pgd_steps": pgd["attack_settings"][label]["steps"], "eps": pgd["eps"],
+               "norm": pgd["norm"]}
+    aa_n = cfg.eval.autoattack_n if plan.autoattack_n is None else plan.autoattack_n
+    if aa_n:
+        aa = evaluate_run(run_dir, EvalOptions(
+            attacks=("autoattack",), n=aa_n, diagnostics=False,
+            autoattack_version=plan.autoattack_version, autoattack_attacks=plan.autoattack_attacks,
+            autoattack_state=str(run_dir / "autoattack_state.json"),
+            out=str(run_dir / "eval_autoattack.json"), **common))
+        summary.update(autoattack=aa["worst_case_accuracy"], autoattack_n=aa["n"],
+                       autoattack_clean=aa["clean_accuracy"])
+    return summary
+
+
+def run_study(variants: dict[str, Config], out_dir: str | Path, plan: EvalPlan = EvalPlan(),
+              log=print) -> dict:
+    """Train and evaluate every variant into ``out_dir/<name>``; return ``{name: summary}``.
+
+    The summaries (and the digest of the weights each was computed on) are kept in
+    ``out_dir/study.json`` after every evaluation, so an interrupted study loses at
+    most the run or evaluation in progress.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = _read_state(out_dir)
+    for index, (name, cfg) in enumerate(variants.items(), 1):
+        run_dir = out_dir / name
+        log(f"[{index}/{len(variants)}] {name}: training ({run_dir})")
+        started = time.time()
+        _train(name, cfg, run_dir)
+        digest = weights_digest(run_dir, plan.which)
+        saved = state.get(name, {})
+        if saved.get("weights_sha256") == digest and saved.get("plan") == _plan_key(plan):
+            log(f"[{index}/{len(variants)}] {name}: evaluated already (same weights)")
+            continue
+        log(f"[{index}/{len(variants)}] {name}: evaluating on the test split")
+        summary = _evaluate(run_dir, plan, cfg)
+        state[name] = {"weights_sha256": digest, "plan": _plan_key(plan), "summary": summary,
+                       "config": config_to_dict(cfg), "train_seconds": _train_seconds(run_dir),
+                       "eval_seconds": round(time.time() - started, 1)}
+        write_json_atomic(out_dir / STATE, state)
+    return {name: state[name] for name in variants}
+
+
+def _plan_key(plan: EvalPlan) -> dict:
+    """The settings that change an evaluation's numbers (not device or progress bars)."""
+    return {"pgd_steps": plan.pgd_steps, "autoattack_n": plan.autoattack_n, "which": plan.which,
+            "autoattack": [plan.autoattack_version, list(plan.autoattack_attacks or [])]}
+
+
+def _train_seconds(run_dir: Path) -> float:
+    """Training time of a run: the sum of its epoch records' ``time_s``."""
+    path = run_dir / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return round(sum(r.get("time_s", 0.0) for r in records if r.get("kind") == "epoch"), 1)
+
+
+def _read_state(out_dir: Path) -> dict:
+    path = out_dir / STATE
+    if not path.exists():
+        return {}
+    try:
+        state = json.loads(path.read_text())
+    except ValueError:
+        return {}  # a damaged state only costs re-evaluation
+    return state if isinstance(state, dict) else {}
+
+
+METRICS = (("clean", "clean"), ("pgd", "PGD"), ("autoattack", "AutoAttack"))
+
+
+def comparison_rows(results: dict, references=("base", "full")) -> list[dict]:
+    """One flat record per run: its accuracies and their differences (in points) to
+    each reference run that exists (``d_clean_vs_base`` ...)."""
+    rows = []
+    for name, entry in results.items():
+        summary = entry["summary"]
+        row = {"run": name, **{key: summary.get(key) for key, _ in METRICS},
+               "n": summary["n"], "autoattack_n": summary.get("autoattack_n")}
+        for ref in references:
+            if ref not in results:
+                continue
+            for key, _ in METRICS:
+                mine, theirs = summary.get(key), results[ref]["summary"].get(key)
+                row[f"d_{key}_vs_{ref}"] = (None if mine is None or theirs is None
+                                            else round(100 * (mine - theirs), 2))
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], results: dict) -> str:
+    """The comparison as Markdown: accuracy (%) with the differences to base / full."""
+    first = next(iter(results.values()))["summary"]
+    headers = ["run", "clean", f"PGD-{first['pgd_steps']}"]
+    if any(r.get("autoattack") is not None for r in rows):
+        headers.append(f"AutoAttack (n={first.get('autoattack_n')})")
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        cells = [row["run"]]
+        for key, _ in METRICS[:len(headers) - 1]:
+            cells.append(_cell(row, key))
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (f"\nAccuracy (%) on the test split (clean and PGD: n={first['n']}), "
+            f"{first['norm']} ε={first['eps']:g}; in brackets the difference in points to "
+            "base / to full.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def _cell(row: dict, key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return "–"
+    deltas = [row.get(f"d_{key}_vs_{ref}") for ref in ("base", "full")]
+    shown = " / ".join("–" if d is None else f"{d:+.2f}" for d in deltas)
+    return f"{100 * value:.2f} ({shown})"
+
+
+def write_tables(results: dict, out_dir: str | Path, stem: str = "ablation") -> tuple[Path, Path]:
+    """``stem.md`` and ``stem.csv`` in ``out_dir``; returns both paths."""
+    out_dir = Path(out_dir)
+    rows = comparison_rows(results)
+    md_path, csv_path = out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
+    write_text_atomic(md_path, markdown(rows, results))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(csv_path, buffer.getvalue())
+    return md_path, csv_path

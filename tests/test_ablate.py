@@ -1,0 +1,87 @@
+"""`adrnet ablate` end to end on toy data: the runs, the table's values, resumption."""
+
+import csv
+import json
+
+import pytest
+
+from _train_helpers import tiny_config, write_config
+from adrnet.cli import main
+from adrnet.config import config_from_dict
+from adrnet.study import ablation_variants
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+EXPECTED_RUNS = ["base", "full", "base+lc", "base+ls", "base+gc", "base+gs", "base+H",
+                 "full-lc", "full-ls", "full-gc", "full-gs", "full-H"]
+ADR = ("local_compactness", "local_smoothness", "global_compactness", "global_smoothness", "entropy")
+
+
+def _config(tmp_path):
+    raw = tiny_config(train={"epochs": 2}, objective={"name": "adr_pgd", "weights": {"entropy": 0.5}})
+    return write_config(tmp_path / "toy_adr.toml", raw), raw
+
+
+def test_variants_change_only_the_adr_weights(tmp_path):
+    _, raw = _config(tmp_path)
+    variants = ablation_variants(config_from_dict(raw))
+    assert list(variants) == EXPECTED_RUNS
+    weights = {name: {**cfg.objective.weights} for name, cfg in variants.items()}
+    assert all(weights["base"][t] == 0 for t in ADR)
+    assert weights["base+H"]["entropy"] == 0.5  # a component keeps the weight full ADR gives it
+    assert weights["full-gc"]["global_compactness"] == 0 and "entropy" in weights["full-gc"]
+    for cfg in variants.values():  # same seed, data, budget and attack everywhere
+        assert (cfg.train, cfg.data, cfg.attack, cfg.optim) == (
+            variants["full"].train, variants["full"].data, variants["full"].attack, variants["full"].optim)
+
+
+def test_a_config_without_adr_terms_is_refused(tmp_path, capsys):
+    raw = tiny_config(objective={"name": "pgd_at"})
+    path = write_config(tmp_path / "pgd.toml", raw)
+    assert main(["ablate", "--config", str(path), "--dry-run"]) == 2
+    assert "no ADR term" in capsys.readouterr().err
+
+
+def test_dry_run_lists_the_runs_and_trains_nothing(tmp_path, capsys):
+    path, _ = _config(tmp_path)
+    out = tmp_path / "study"
+    assert main(["ablate", "--config", str(path), "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "12 runs" in text and all(f"\n{name} " in "\n" + text for name in EXPECTED_RUNS)
+    assert not out.exists()
+
+
+def test_ablate_end_to_end_table_matches_each_runs_eval(tmp_path, capsys, monkeypatch):
+    path, _ = _config(tmp_path)
+    out = tmp_path / "study"
+    args = ["ablate", "--config", str(path), "--out", str(out), "--pgd-steps", "3",
+            "--aa-n", "4", "--aa-version", "custom", "--aa-attacks", "apgd-ce",
+            "--no-progress", "--no-diagnostics"]  # standard AutoAttack needs 4+ classes
+    assert main(args) == 0
+    rows = {r["run"]: r for r in csv.DictReader(open(out / "ablation.csv"))}
+    assert list(rows) == EXPECTED_RUNS
+    for name in EXPECTED_RUNS:
+        pgd = json.loads((out / name / "eval.json").read_text())
+        aa = json.loads((out / name / "eval_autoattack.json").read_text())
+        assert pgd["split"] == "test" and pgd["which"] == "best" and aa["n"] == 4
+        assert float(rows[name]["clean"]) == pgd["clean_accuracy"]
+        assert float(rows[name]["pgd"]) == pgd["attack_accuracy"]["pgd-3"]
+        assert float(rows[name]["autoattack"]) == aa["attack_accuracy"]["autoattack"]
+        for ref in ("base", "full"):
+            expected = round(100 * (pgd["attack_accuracy"]["pgd-3"] - float(rows[ref]["pgd"])), 2)
+            assert float(rows[name][f"d_pgd_vs_{ref}"]) == pytest.approx(expected)
+    assert float(rows["base"]["d_clean_vs_base"]) == 0.0
+    markdown = (out / "ablation.md").read_text()
+    assert sum(line.startswith("| ") for line in markdown.splitlines()) == 1 + len(EXPECTED_RUNS)
+    assert (out / "report.html").exists()
+    capsys.readouterr()
+
+    # a second run retrains and re-evaluates nothing
+    def forbidden(*a, **k):
+        raise AssertionError("a finished evaluation was redone")
+    monkeypatch.setattr("adrnet.eval.evaluate.evaluate_run", forbidden)
+    before = {name: (out / name / "checkpoints" / "last.safetensors").stat().st_mtime_ns
+              for name in EXPECTED_RUNS}
+    assert main(args) == 0
+    assert "evaluated already" in capsys.readouterr().out
+    assert before == {name: (out / name / "checkpoints" / "last.safetensors").stat().st_mtime_ns
+                      for name in EXPECTED_RUNS}
