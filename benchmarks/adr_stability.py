@@ -173,23 +173,25 @@ def early_stop(record: dict) -> str | None:
     return None
 
 
-def verdict(result: dict, base_scale: float) -> str:
-    """What happened to a row, read from its trace (thresholds stated in the docs)."""
+def verdict(result: dict, base_peak: float) -> str:
+    """What happened to a row, read from its trace: "trains" (last clean batch accuracy
+    at least 0.5), or the failure events in order. The latent scale "runs away" when
+    its peak passes 3x the base's peak (every healthy row stays under 1.5x)."""
     trace = [r for r in result["trace"] if "acc_clean" in r]
-    stopped = next((r for r in result["trace"] if "stopped" in r), None)
-    if stopped:
-        return f"stopped at step {stopped['step']}: {stopped['stopped']}"
-    last = trace[-1]
-    peak = max(r["mean_abs_z"] for r in trace)
-    if last["acc_clean"] >= 0.5:
-        return "trains" + (", most latent units dead" if last["dead_units"] >= 0.5 else "")
-    if peak > 100 * base_scale:
-        return "latents blow up"
-    if last["dead_units"] >= 0.9:
-        return "latent units die"
+    stopped = next((r["stopped"] for r in result["trace"] if "stopped" in r), None)
+    last, peak = trace[-1], max(r["mean_abs_z"] for r in trace)
+    if not stopped and last["acc_clean"] >= 0.5:
+        return "trains"
+    events = []
+    if peak > 3 * base_peak:
+        events.append(f"latent scale runs away ({peak / base_peak:.3g}x the base's peak)")
+    if stopped == "loss not finite":
+        events.append("the loss overflows")
+    elif stopped == "every latent unit dead" or last["dead_units"] >= 0.5:
+        events.append("every latent unit dies" if stopped else "most latent units die")
     if last["top_class_share"] >= 0.9:
-        return "collapse to one class"
-    return "stays at chance"
+        events.append("predictions collapse to one class")
+    return ", then ".join(events) or "stays at chance"
 
 
 def left_chance(result: dict) -> int | None:
@@ -205,8 +207,6 @@ def table(results: dict, rows: list[dict], args) -> str:
         result = results.get(row["key"])
         if result is None:
             continue
-        base = results.get(f"{row['opt']}: base (ADR weights 0)")
-        base_scale = base["trace"][0]["mean_abs_z"] if base else result["trace"][0]["mean_abs_z"]
         trace = [r for r in result["trace"] if "acc_clean" in r]
         mean = trace[-1]
         peak = max(r["mean_abs_z"] for r in trace)
@@ -216,22 +216,26 @@ def table(results: dict, rows: list[dict], args) -> str:
             f"{mean['mean_abs_z']:.3g} ({peak:.3g}) | {mean['dead_units']:.0%} | "
             f"{mean['top_class_share']:.0%} | {mean['gc_same']:.3g} / {mean['gc_diff']:.3g} | "
             f"{mean['gs_same']:.3g} / {mean['gs_diff']:.3g} | "
-            f"{start if start is not None else 'never'} | {verdict(result, base_scale).replace('|', '&#124;')} |")
+            f"{start if start is not None else 'never'} | {verdict(result, base_peak(results, row['opt']))} |")
     return "\n".join(lines)
 
 
+def base_peak(results: dict, opt: str) -> float:
+    """The largest probe mean|z| of the base row of ``opt`` (the healthy scale)."""
+    base = results.get(f"{opt}: base (ADR weights 0)")
+    return max(r["mean_abs_z"] for r in base["trace"] if "mean_abs_z" in r) if base else float("inf")
+
+
 def findings(results: dict, rows: list[dict]) -> str:
-    """The rows of each optimiser grouped by outcome: the study's answer in a few lines."""
+    """The rows of each optimiser grouped by their first outcome: the study's answer."""
     lines = []
     for opt, name in OPTIMISERS.items():
-        base = results.get(f"{opt}: base (ADR weights 0)")
         groups: dict[str, list[str]] = {}
         for row in rows:
             result = results.get(row["key"])
             if result is None or row["opt"] != opt:
                 continue
-            outcome = verdict(result, base["trace"][0]["mean_abs_z"] if base else 1.0)
-            outcome = outcome.split(": ", 1)[-1] if outcome.startswith("stopped") else outcome
+            outcome = verdict(result, base_peak(results, opt)).split(" (")[0].split(", then")[0]
             groups.setdefault(outcome, []).append(row["label"])
         for outcome, labels in groups.items():
             lines.append(f"- {name}, {outcome}: {'; '.join(labels)}.")
@@ -274,8 +278,9 @@ def write_table(rows: list[dict], args) -> str:
             f"{PROBE_ATTACKED} images and their adversarial examples, on the raw latents z in every "
             f"row (the different-class part includes its weight 1 - 1/s). \"Left chance at\": the first logged step whose clean "
             f"batch accuracy reached 0.5.\n\n" + table(results, rows, args) + "\n\n"
-            f"Outcomes (a row \"trains\" when its last clean batch accuracy is at least 0.5):\n\n"
-            + findings(results, rows).replace("|", "&#124;") + "\n")
+            f"Outcomes (a row \"trains\" when its last clean batch accuracy is at least 0.5; "
+            f"a latent scale \"runs away\" when its peak mean|z| passes 3x the base row's):\n\n"
+            + findings(results, rows) + "\n")
     (DOCS / "adr_stability.md").write_text(text)
     return text
 
