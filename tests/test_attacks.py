@@ -157,3 +157,30 @@ def test_bad_arguments_are_clear_errors(model):
         pgd(model, x, y, threat=Linf(0.1), steps=1, step_size=0.1, loss="hinge")
     with pytest.raises(ConfigError, match="restarts"):
         pgd(model, x, y, threat=Linf(0.1), steps=1, step_size=0.1, restarts=0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_threat_steps_equal_the_textbook_formulas_bit_for_bit(channels_last):
+    # step/project use in-place operations on fresh temporaries: same values, same
+    # memory format, inputs untouched (the trained weights of every run depend on it)
+    from adrnet.attacks.threats import per_example_norm
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 5, 5, generator=gen)
+    x_adv = (x + 0.2 * torch.randn(6, 3, 5, 5, generator=gen)).clamp(0, 1)
+    grad = torch.randn(6, 3, 5, 5, generator=gen)
+    if channels_last:
+        x, x_adv, grad = (t.contiguous(memory_format=torch.channels_last) for t in (x, x_adv, grad))
+    copies = [t.clone() for t in (x, x_adv, grad)]
+    linf, l2 = Linf(0.1), L2(0.5)
+    norm = lambda t: per_example_norm(t).clamp_min(1e-12)
+    expected = {
+        "linf step": x_adv + 0.03 * grad.sign(),
+        "linf project": (x + (x_adv - x).clamp(-0.1, 0.1)).clamp(0, 1),
+        "l2 step": x_adv + 0.03 * grad / norm(grad),
+        "l2 project": (x + (x_adv - x) * (0.5 / norm(x_adv - x)).clamp(max=1.0)).clamp(0, 1),
+    }
+    got = {"linf step": linf.step(x_adv, grad, 0.03), "linf project": linf.project(x_adv, x),
+           "l2 step": l2.step(x_adv, grad, 0.03), "l2 project": l2.project(x_adv, x)}
+    for key, value in expected.items():
+        assert torch.equal(got[key], value) and got[key].stride() == value.stride(), key
+    assert all(torch.equal(a, b) for a, b in zip((x, x_adv, grad), copies))

@@ -9,9 +9,8 @@ import torch.nn.functional as F
 from _tiny import TinyNet, tiny_batch
 from adrnet.attacks import Linf, pgd
 from adrnet.errors import ConfigError
-from adrnet.objectives import OBJECTIVES, TERM_NAMES, Objective, adr_terms, make_objective
+from adrnet.objectives import ADR_TERMS, OBJECTIVES, TERM_NAMES, Objective, adr_terms, make_objective
 
-ADR_TERMS = TERM_NAMES[3:]
 
 
 class CountingNet(TinyNet):

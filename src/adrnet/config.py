@@ -63,13 +63,20 @@ class AttackConfig:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    name: str = "adr_pgd"                # pgd_at, trades, adr_pgd, adr_pgd_tf, adr_trades
+    name: str = "adr_pgd"                # pgd_at, trades, adr_pgd, adr_pgd_tf, adr_trades, mart, adr_mart
     weights: dict[str, float] = _opt({}) # overrides of the preset's term weights
     scale: float = _opt(0.99, gt=0, le=1)  # s of the pair weight 1 - 1/s
     concat: bool = False                 # one forward pass on [clean; adv] (mixes BN stats)
     # Stabilisers of ADR (docs/training.md, "ADR's stability"); off = the reference maths.
     latent_norm: Literal["none", "l2", "rms"] = "none"  # z seen by the compactness terms
     adr_warmup_epochs: float = _opt(0.0, ge=0)  # the five ADR weights ramp from 0, per step
+
+
+@dataclass(frozen=True)
+class AwpConfig:
+    """Adversarial weight perturbation (Wu et al., NeurIPS 2020); see adrnet/train/awp.py."""
+    gamma: float = _opt(5e-3, ge=0)      # perturbation size relative to each layer's weight norm
+    warmup_epochs: int = _opt(0, ge=0)   # epochs trained without AWP before it starts
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = _opt(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
+    awp: Optional[AwpConfig] = None      # a table {gamma, warmup_epochs}; unset: no AWP
 
 
 @dataclass(frozen=True)
@@ -277,7 +285,7 @@ def _check_registry(key: str, value: str, module: str, name: str) -> None:
 
 
 TERM_NAMES = ("ce_clean", "ce_adv", "trades_kl", "local_compactness", "local_smoothness",
-              "global_compactness", "global_smoothness", "entropy")
+              "global_compactness", "global_smoothness", "entropy", "mart_bce", "mart_kl")
 
 
 def _check_weights(weights: dict[str, float]) -> None:

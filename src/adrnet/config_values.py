@@ -53,7 +53,20 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         return _coerce_tuple(key, value, args)
     if origin is dict:
         return _coerce_dict(key, value, args)
+    if dataclasses.is_dataclass(hint):
+        return _coerce_table(key, value, hint)
     return _coerce_scalar(key, value, hint)
+
+
+def _coerce_table(key: str, value: Any, cls: type) -> Any:
+    """A nested table (``optim.awp = {gamma = 5e-3}``) as its frozen dataclass, checked."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key '{key}' must be a table (got {value!r})")
+    table = cls(**coerce_section(key, cls, value))
+    check_ranges(key, table)
+    return table
 
 
 def _coerce_scalar(key: str, value: Any, hint: Any) -> Any:

@@ -8,6 +8,10 @@ records the exact settings next to every number.
   restarts keeping the per-example strongest.
 - CW (Carlini & Wagner, S&P 2017): the same PGD on the CW margin loss
   max_{j≠y} f_j − f_y, in the chosen ball (the usual "CW-L∞" of robustness papers).
+- MT (multi-targeted PGD, Gowal et al. 2019): the same PGD-k, targeted, towards each
+  of the C − 1 wrong classes on the CW margin; robust only if every target fails.
+- BB (Brendel & Bethge, NeurIPS 2019) through foolbox, started from PGD-20 with step
+  ε/2 and run for 200 steps (the ADR authors' protocol, ``brendel_bethge.py``).
 Default step size: 2.5·ε/k (Madry et al.'s rule, so k steps can cross the ball
 from any start); the paper's own evaluation uses PGD-200 (``steps=200``).
 Threat models: L∞ and L2 balls intersected with the [0, 1] box.
@@ -20,11 +24,11 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Callable
 
-from adrnet.attacks import THREATS, fgsm, pgd
+from adrnet.attacks import THREATS, fgsm, multi_targeted, pgd
 from adrnet.errors import ConfigError
 
-WHITE_BOX = ("fgsm", "pgd", "cw")
-ALL_ATTACKS = WHITE_BOX + ("autoattack",)
+WHITE_BOX = ("fgsm", "pgd", "cw", "mt")
+ALL_ATTACKS = WHITE_BOX + ("bb", "autoattack")
 NORMS = ("linf", "l2")
 
 
@@ -43,7 +47,7 @@ class AttackSettings:
 
     @property
     def label(self) -> str:
-        """Short key for tables: ``fgsm``, ``pgd-20``, ``cw-20x5``."""
+        """Short key for tables: ``fgsm``, ``pgd-20``, ``cw-20x5``, ``mt-20``."""
         if self.name == "fgsm":
             return "fgsm"
         tail = f"x{self.restarts}" if self.restarts > 1 else ""
@@ -86,7 +90,7 @@ def attack_settings(name: str, *, norm: str, eps: float, steps: int = 20, restar
     size = 2.5 * eps / steps if step_size is None else float(step_size)
     if size < 0:
         raise ConfigError(f"step size must be >= 0, got {size}")
-    loss = "cw" if name == "cw" else "ce"
+    loss = "ce" if name == "pgd" else "cw"
     return AttackSettings(name, norm, float(eps), int(steps), size, int(restarts), loss, True)
 
 
@@ -95,6 +99,10 @@ def make_attack(settings: AttackSettings) -> Callable:
     threat = THREATS[settings.norm](settings.eps)
     if settings.name == "fgsm":
         return partial(fgsm, threat=threat)
+    if settings.name == "mt":
+        return partial(multi_targeted, threat=threat, steps=settings.steps,
+                       step_size=settings.step_size, loss=settings.loss,
+                       random_start=settings.random_start, restarts=settings.restarts)
     return partial(pgd, threat=threat, steps=settings.steps, step_size=settings.step_size,
                    loss=settings.loss, random_start=settings.random_start,
                    restarts=settings.restarts)
@@ -108,8 +116,21 @@ def build_attacks(names: list[str], *, norm: str, eps: float, steps: int = 20,
     for name in names:
         if name == "autoattack":
             continue
+        if name == "bb":
+            attacks["bb"] = brendel_bethge(norm, eps)
+            settings["bb"] = attacks["bb"].settings()
+            continue
         s = attack_settings(name, norm=norm, eps=eps, steps=steps, restarts=restarts,
                             step_size=step_size)
         attacks[s.label] = make_attack(s)
         settings[s.label] = s.to_dict()
     return attacks, settings
+
+
+def brendel_bethge(norm: str, eps: float):
+    """The B&B attack of the ADR protocol (foolbox's L∞ or L2 variant for ``norm``);
+    refused with an install hint when foolbox or numba is missing."""
+    from adrnet.eval.brendel_bethge import BrendelBethge, check_foolbox
+    check_eps(eps, norm)
+    check_foolbox()
+    return BrendelBethge(norm, eps)

@@ -3,8 +3,8 @@
 Why a thin shell: each subcommand parses its arguments and calls one library
 function (:func:`adrnet.eval.evaluate.evaluate_run`,
 :func:`adrnet.eval.report.write_report`), so everything is testable from
-Python. Attacks: FGSM, PGD-k, CW (PGD on the CW margin), AutoAttack (Croce &
-Hein 2020); threat models L∞ and L2. Registered by ``adrnet.cli`` through
+Python. Attacks: FGSM, PGD-k, CW (PGD on the CW margin), multi-targeted PGD,
+Brendel & Bethge (foolbox), AutoAttack (Croce & Hein 2020); threat models L∞ and L2. Registered by ``adrnet.cli`` through
 :func:`add_subcommands`.
 """
 
@@ -20,6 +20,7 @@ test_restarts; PGD step size 2.5*eps/steps. Results go to RUN_DIR/eval.json.
 examples:
   adrnet eval runs/quick --attacks fgsm,pgd --steps 20 --n 1000
   adrnet eval runs/quick --attacks pgd,cw,autoattack --n 1000 --sanity
+  adrnet eval runs/quick --attacks pgd,mt,bb --n 1000
   adrnet eval runs/quick --norm l2 --eps 2.0 --sweep paper"""
 
 
@@ -38,10 +39,11 @@ def _eval_parser(subparsers) -> None:
                               description="Attack a trained model and write eval.json.",
                               epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="RUN_DIR_or_CHECKPOINT")
-    p.add_argument("--attacks", default="fgsm,pgd", help="comma-separated: fgsm,pgd,cw,autoattack (default fgsm,pgd)")
+    p.add_argument("--attacks", default="fgsm,pgd", help="comma-separated: fgsm,pgd,cw,mt (multi-targeted PGD),bb (Brendel & Bethge, "
+                        "needs adrnet[bb]),autoattack (default fgsm,pgd)")
     p.add_argument("--eps", help="radius, e.g. 0.3 or 8/255 (default: the run's training eps)")
     p.add_argument("--norm", choices=("linf", "l2"), help="threat model (default: the run's)")
-    p.add_argument("--n", type=int, help="first N examples of the split (default: all; 1000 with autoattack)")
+    p.add_argument("--n", type=int, help="first N examples of the split (default: all; 1000 with autoattack or bb)")
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--steps", type=_positive_int, help="PGD/CW steps (default: eval.test_steps)")
     p.add_argument("--step-size", help="PGD/CW step size (default 2.5*eps/steps)")

@@ -3,9 +3,10 @@
 Why: the command line only parses arguments; everything it does is this one
 function, so it is tested and usable from Python. The protocol follows the
 paper's code (Bui et al., ECCV 2020): PGD-k (the config's ``eval.test_steps``,
-PGD-200 by default) and AutoAttack (Croce & Hein, ICML 2020) on the test split,
+PGD-200 by default), AutoAttack (Croce & Hein, ICML 2020) and Brendel & Bethge
+(NeurIPS 2019, started from PGD-20) on the test split,
 and the reported robust accuracy is the per-example worst case over every
-attack run. When AutoAttack is among the attacks and no ``n`` is given, all
+attack run. When AutoAttack or B&B is among the attacks and no ``n`` is given, all
 attacks use the first ``eval.autoattack_n`` images (1000 in the paper), so the
 worst case is taken over one common set of examples.
 Threat model: L∞ or L2 ball of radius ε (defaults: the run's training threat).
@@ -67,7 +68,7 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
     eps = cfg.attack.eps if options.eps is None else float(options.eps)
     check_eps(eps, norm)
     n = options.n
-    if n is None and "autoattack" in attacks and cfg.eval.autoattack_n:
+    if n is None and {"autoattack", "bb"} & set(attacks) and cfg.eval.autoattack_n:
         n = cfg.eval.autoattack_n
     if n is not None and n <= 0:
         raise ConfigError(f"--n must be a positive number of examples, got {n}")
@@ -119,11 +120,11 @@ def load_eval_data(cfg, split: str, n: int | None, data_root: str | None):
 
 
 def run_attacks(model, x, y, opts: EvalOptions) -> tuple:
-    """(EvalResult, AutoAttack summary or None) for the chosen attacks."""
+    """(EvalResult, extra record entries: the AutoAttack and B&B summaries) for the chosen attacks."""
     fns, settings = build_attacks(list(opts.attacks), norm=opts.norm, eps=opts.eps,
                                   steps=opts.steps, restarts=opts.restarts,
                                   step_size=opts.step_size)
-    extra, aa_summary = {}, None
+    extra, summaries = {}, {}
     if "autoattack" in opts.attacks:
         aa = autoattack_eval(model, x, y, norm=opts.norm, eps=opts.eps,
                              version=opts.autoattack_version,
@@ -132,10 +133,12 @@ def run_attacks(model, x, y, opts: EvalOptions) -> tuple:
                              state_path=opts.autoattack_state, progress=opts.progress)
         extra["autoattack"] = aa.robust
         settings["autoattack"] = aa.settings
-        aa_summary = {"accuracy_after": aa.accuracy_after, "warnings": aa.warnings}
+        summaries["autoattack"] = {"accuracy_after": aa.accuracy_after, "warnings": aa.warnings}
     result = robust_accuracy(model, x, y, fns, batch_size=opts.batch_size, settings=settings,
                              extra_correct=extra, progress=opts.progress)
-    return result, aa_summary
+    if "bb" in fns:
+        summaries["bb"] = fns["bb"].summary()
+    return result, summaries
 
 
 def run_diagnostics(model, x, y, opts: EvalOptions) -> dict:
@@ -184,14 +187,13 @@ def evaluate_run(target: str | Path, options: EvalOptions = EvalOptions()) -> di
     stem, out_path = locate(target, opts.which, opts.out)
     x, y = load_eval_data(cfg, opts.split, opts.n, opts.data_root)
     torch.manual_seed(opts.seed)
-    result, aa_summary = run_attacks(model, x, y, opts)
+    result, summaries = run_attacks(model, x, y, opts)
     record = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "checkpoint": str(stem), "which": stem.name, "dataset": cfg.data.name,
               "model": cfg.model.name, "objective": cfg.objective.name, "split": opts.split,
               "norm": opts.norm, "eps": opts.eps, "device": opts.device, "seed": opts.seed,
               **result.to_dict()}
-    if aa_summary:
-        record["autoattack"] = aa_summary
+    record.update(summaries)
     record.update(extra_analyses(model, x, y, opts, out_path, str(stem)))
     record["seconds"] = round(time.time() - started, 1)
     write_json_atomic(out_path, record)

@@ -1,4 +1,4 @@
-"""Weighted compositions of loss terms: PGD-AT, TRADES and ADR as presets.
+"""Weighted compositions of loss terms: PGD-AT, TRADES, MART and ADR as presets.
 
 An :class:`Objective` is a set of named weights over the terms of
 ``terms.py``. Calling it runs the attack, the forward passes the active terms
@@ -26,17 +26,18 @@ import torch.nn.functional as F
 from adrnet.errors import ConfigError
 from adrnet.objectives import terms
 
-TERM_NAMES = (
-    "ce_clean", "ce_adv", "trades_kl", "local_compactness", "local_smoothness",
-    "global_compactness", "global_smoothness", "entropy",
-)
+#: The five terms ADR adds to its base (method.md); an ablation or a warm-up acts on these alone.
+ADR_TERMS = ("local_compactness", "local_smoothness", "global_compactness",
+             "global_smoothness", "entropy")
+#: Base terms, the ADR terms, then MART's two (Wang et al., ICLR 2020).
+TERM_NAMES = ("ce_clean", "ce_adv", "trades_kl", *ADR_TERMS, "mart_bce", "mart_kl")
 _NEEDS_CLEAN = {"ce_clean", "trades_kl", "local_compactness", "local_smoothness",
-                "global_compactness", "global_smoothness"}
+                "global_compactness", "global_smoothness", "mart_kl"}
 _NEEDS_ADV = set(TERM_NAMES) - {"ce_clean"}
-#: The five terms ADR adds to its base; an ablation or a warm-up acts on these alone.
-ADR_TERMS = TERM_NAMES[3:]
 _COMPACTNESS = ("local_compactness", "global_compactness")
 _ADR_WEIGHTS = {name: 1.0 for name in ADR_TERMS}
+#: MART: boosted CE + β·weighted KL, β = 6 (the paper's and its WRN code's default).
+_MART_WEIGHTS = {"mart_bce": 1.0, "mart_kl": 6.0}
 
 #: Presets (method.md). TRADES' own β is 6; the ADR reference runs TRADES with β = 1.
 #: ``adr_pgd_tf`` is the TensorFlow original's weighting: 0.5 CE(clean) + 0.5 CE(adv).
@@ -46,6 +47,8 @@ OBJECTIVES = {
     "adr_pgd": ({"ce_clean": 1.0, "ce_adv": 1.0, **_ADR_WEIGHTS}, "ce"),
     "adr_pgd_tf": ({"ce_clean": 0.5, "ce_adv": 0.5, **_ADR_WEIGHTS}, "ce"),
     "adr_trades": ({"ce_clean": 1.0, "trades_kl": 1.0, **_ADR_WEIGHTS}, "kl"),
+    "mart": (dict(_MART_WEIGHTS), "ce"),
+    "adr_mart": ({**_MART_WEIGHTS, **_ADR_WEIGHTS}, "ce"),
 }
 
 #: How the two compactness terms see the latents (method.md allows these as options;
@@ -130,6 +133,8 @@ _PER_EXAMPLE = {
     "local_compactness": lambda clean, adv, y: terms.local_compactness(clean[1], adv[1]),
     "local_smoothness": lambda clean, adv, y: terms.local_smoothness(clean[0], adv[0]),
     "entropy": lambda clean, adv, y: terms.entropy(adv[0]),
+    "mart_bce": lambda clean, adv, y: terms.mart_bce(adv[0], y),
+    "mart_kl": lambda clean, adv, y: terms.mart_kl(clean[0], adv[0], y),
 }
 
 

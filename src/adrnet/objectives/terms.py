@@ -104,3 +104,40 @@ def adr_terms(z_clean, logits_clean, z_adv, logits_adv, y, scale: float = 0.99) 
         "global_smoothness": global_smoothness(logits_adv, probs_clean, y, y, scale),
         "entropy": entropy(logits_adv),
     }
+
+
+# MART: Wang, Zou, Yi, Bailey, Ma, Gu, "Improving Adversarial Robustness Requires
+# Revisiting Misclassified Examples", ICLR 2020 (L∞ PGD on CE as the adversary).
+# Nothing is detached, as in the authors' code (github.com/YisenWang/MART, mart.py):
+# the weight (1 − p_y) and both sides of the KL carry gradient into both passes.
+# Their code clamps with constants (log(1.0001 − q_k + 1e-12), 1.0000001 − p_y);
+# here log(1 − q_k) is the exact log-sum-exp of the other classes, finite for any
+# finite logits, and the weight is exactly 1 − p_y.
+
+
+def mart_bce(logits_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """mean_i [−log q_iy − log(1 − max_{k≠y} q_ik)]: MART's boosted cross-entropy.
+
+    The arg-max over the wrong classes is a discrete choice (no gradient); the
+    second part pushes the strongest wrong class down. log(1 − q_k) is computed as
+    logsumexp_{j≠k} f'_j − logsumexp_j f'_j, so it never takes the log of 0.
+    """
+    logits = as_float(logits_adv)
+    true_class = F.one_hot(y, logits.shape[1]).bool()
+    runner_up = logits.masked_fill(true_class, float("-inf")).argmax(dim=1)
+    others = logits.scatter(1, runner_up[:, None], float("-inf"))
+    log_not_runner_up = torch.logsumexp(others, dim=1) - torch.logsumexp(logits, dim=1)
+    return F.cross_entropy(logits, y) - log_not_runner_up.mean()
+
+
+def mart_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """mean_i KL(p_i ‖ q_i) · (1 − p_iy): MART's misclassification-aware KL.
+
+    Examples the clean model gets wrong (small p_y) weigh most. Gradient flows
+    through p (both inside the KL and through the weight) and through q.
+    """
+    log_p = F.log_softmax(as_float(logits_clean), dim=1)
+    log_q = F.log_softmax(as_float(logits_adv), dim=1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
+    p_true = log_p.gather(1, y[:, None]).squeeze(1).exp()
+    return (kl * (1.0 - p_true)).mean()

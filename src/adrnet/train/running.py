@@ -14,7 +14,8 @@ import torch
 
 SHORT_NAMES = {"loss": "loss", "ce_clean": "ce", "ce_adv": "ce_adv", "trades_kl": "kl",
                "local_compactness": "lc", "local_smoothness": "ls",
-               "global_compactness": "gc", "global_smoothness": "gs", "entropy": "H"}
+               "global_compactness": "gc", "global_smoothness": "gs", "entropy": "H",
+               "mart_bce": "bce", "mart_kl": "mkl"}
 COUNT_KEYS = ("examples", "correct_clean", "correct_adv")
 #: The entries of a running dict that add up over ranks (the others, lr and ε, are
 #: the same on every rank).

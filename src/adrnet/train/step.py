@@ -10,6 +10,8 @@ the same random starts and dropout masks. A run resumed at any step therefore
 repeats the uninterrupted run bit for bit on CPU. The objective (PGD-AT, TRADES,
 ADR of Bui et al., ECCV 2020) runs the attack and the forward passes under
 autocast; the step checks that the loss is finite before it touches the weights.
+Adversarial weight perturbation (Wu et al., NeurIPS 2020), when configured, wraps
+the update (``awp.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from contextlib import nullcontext
 import torch
 
 from adrnet.errors import AdrnetError
+from adrnet.train import awp
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 STEP_STREAM = 1  # keeps the step seeds apart from the data module's (seed, epoch, step) seeds
@@ -70,12 +73,44 @@ def train_step(run, objective, xb: torch.Tensor, yb: torch.Tensor, epoch: int, s
                attack, lr: float) -> dict:
     """Forward (with the attack), check, backward, update. Returns the step's numbers
     as Python floats: loss, each active term, correct counts, batch size. ``objective``
-    is the run's objective as the schedules weigh it at this step (ADR warm-up)."""
+    is the run's objective as the schedules weigh it at this step (ADR warm-up). With AWP
+    (``optim.awp``, see ``awp.py``) the update is taken at perturbed weights w + v, and v
+    is removed afterwards, also when the step fails."""
     torch.manual_seed(step_seed(run.cfg.train.seed, epoch, step,
                                 run.info.rank, run.info.world_size))
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     run.model.train()
+    attack, perturbation = _weight_perturbation(run, objective, xb, yb, epoch, attack)
+    try:
+        out = _descend(run, objective, xb, yb, epoch, step, attack)
+    except BaseException:
+        if perturbation is not None:
+            perturbation.undo()
+        raise
+    if perturbation is not None:
+        perturbation.remove()
+    numbers = {name: float(value.detach()) for name, value in out.items()
+               if name not in ("logits_clean", "logits_adv")}
+    numbers["correct_clean"] = correct_count(out, "logits_clean", yb)
+    numbers["correct_adv"] = correct_count(out, "logits_adv", yb)
+    numbers["examples"] = int(yb.shape[0])
+    return numbers
+
+
+def _weight_perturbation(run, objective, xb, yb, epoch: int, attack) -> tuple:
+    """(attack, None) without AWP; with it, the attack that reuses its one adversarial
+    batch and the perturbation v, already added to the weights."""
+    if not awp.awp_due(run.cfg, epoch):
+        return attack, None
+    attack = awp.ReusedAttack(attack, run.device)
+    perturbation = awp.weight_perturbation(run, objective, xb, yb, attack, run.cfg.optim.awp.gamma)
+    perturbation.add()
+    return attack, perturbation
+
+
+def _descend(run, objective, xb, yb, epoch: int, step: int, attack) -> dict:
+    """The objective's loss, checked for NaN/inf on every rank, then one optimiser step."""
     with autocast_context(run.device, run.cfg.train.precision):
         out = objective(run.model, xb, yb, attack, gather=run.gather)
     loss = out["loss"]
@@ -90,9 +125,4 @@ def train_step(run, objective, xb: torch.Tensor, yb: torch.Tensor, epoch: int, s
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
     run.scaler.update()
-    numbers = {name: float(value.detach()) for name, value in out.items()
-               if name not in ("logits_clean", "logits_adv")}
-    numbers["correct_clean"] = correct_count(out, "logits_clean", yb)
-    numbers["correct_adv"] = correct_count(out, "logits_adv", yb)
-    numbers["examples"] = int(yb.shape[0])
-    return numbers
+    return out
