@@ -106,6 +106,8 @@ def cmd_eval(args) -> int:
     from adrnet.eval.tables import format_eval
     record = evaluate_run(args.target, options_from_args(args))
     print(format_eval(record))
+    for note in record["notes"]:
+        print(f"note: {note}")
     print(f"results: {record['path']}")
     return 0
 
