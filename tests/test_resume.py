@@ -7,22 +7,20 @@ import os
 import pickle
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from adrnet.config import config_from_dict
-from adrnet.errors import CheckpointError, ConfigError
+from adrnet.errors import CheckpointError, ConfigError, OutputError
 from adrnet.train import load_model, train
 from adrnet.atomic import write_bytes_atomic
 from adrnet.train.checkpoint import checkpoint_files, load_state_bytes
 from adrnet.train.signals import stop_on_signals
 from _train_helpers import (  # noqa: F401 (tiny_mnist is a fixture)
-    meta, records, same_tensors, tiny_config, tiny_mnist, weights, without_timing, write_config,
+    launch, meta, records, same_tensors, tiny_config, tiny_mnist, wait_for_checkpoint, weights,
+    without_timing, write_config,
 )
 
 # 2000 blobs, batch 32: 63 steps per epoch, a resumable checkpoint every 7 steps.
@@ -36,29 +34,6 @@ def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     train(config_from_dict(RESUMABLE), run_dir)
     return run_dir
-
-
-def launch(*args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "adrnet.cli", "train", *map(str, args)],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_checkpoint(proc, run_dir, accept, timeout=180.0):
-    """Poll last.json until ``accept(meta)``; fail if the process ends first."""
-    path = checkpoint_files(run_dir, "last").path("meta")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"training ended (rc {proc.returncode}) before the checkpoint: {err[-2000:]}")
-        try:
-            if accept(json.loads(path.read_text())):
-                return
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        time.sleep(0.002)
-    proc.kill()
-    pytest.fail("no such checkpoint appeared in time")
 
 
 def assert_same_run(run_dir, reference):
@@ -251,7 +226,7 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
     def broken_replace(src, dst):
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="cannot write"):
         write_bytes_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     monkeypatch.undo()
