@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from adrnet.cli import main
 from adrnet.config import config_from_dict
 from adrnet.errors import CheckpointError, ConfigError, OutputError
 from adrnet.train import load_model, train
@@ -139,6 +141,34 @@ def test_flipped_byte_is_detected(run_copy):
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="SHA-256"):
         load_model(run_copy)
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("step", 100000, "step = 100000, not a step from 0 to 0"),
+    ("epoch", -3, "epoch = -3, not a whole number of epochs from 0 to 1"),
+    ("epoch", 1e300, "epoch = 1e+300"),
+    ("global_step", 5, "global_step = 5, not epoch 1 x 8 steps + step 0"),
+    ("best", {"metric": "val_acc_robust", "value": "high", "epoch": 1}, "not an accuracy"),
+    ("best", {"metric": "val_acc_robust", "value": 0.5, "epoch": 2}, "not a finished epoch"),
+    ("best", {"metric": "val_acc_robust", "value": 0.5, "epoch": None}, "without its epoch"),
+    ("metrics", "garbage", "metrics = 'garbage', not a list of step and epoch records"),
+    ("metrics", [{"kind": "epoch"}, 3], "not a list of step and epoch records"),
+    ("running", {"examples": "many"}, "not a table of running sums"),
+])
+def test_a_damaged_record_is_refused_before_any_training(run_copy, capsys, field, value, needle):
+    """A hand-edited last.json (its SHA-256 only vouches for the two other files)."""
+    path = checkpoint_files(run_copy, "last").path("meta")
+    record = json.loads(path.read_text())
+    record[field] = value
+    path.write_text(json.dumps(record))
+    before = (run_copy / "metrics.jsonl").read_bytes()
+    with pytest.raises(CheckpointError, match=re.escape(needle)):
+        train(config_from_dict({**SMALL, "train": {**SMALL["train"], "epochs": 2}}), run_copy,
+              resume=True)
+    code = main(["train", "--resume", str(run_copy), "--set", "train.epochs=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and needle in err
+    assert (run_copy / "metrics.jsonl").read_bytes() == before  # nothing trained
 
 
 class RunsCode:
