@@ -1,5 +1,6 @@
 """Properties of the threat models and the single PGD loop (Madry et al., 2018)."""
 
+import math
 import pytest
 import torch
 import torch.nn.functional as F
@@ -157,3 +158,18 @@ def test_bad_arguments_are_clear_errors(model):
         pgd(model, x, y, threat=Linf(0.1), steps=1, step_size=0.1, loss="hinge")
     with pytest.raises(ConfigError, match="restarts"):
         pgd(model, x, y, threat=Linf(0.1), steps=1, step_size=0.1, restarts=0)
+
+
+def test_radius_is_bounded_by_the_input_box(model):
+    """L∞ ε ≤ 1 and L2 ε ≤ √d on [0, 1]^d: larger radii allow every image and measure
+    nothing (above float32's range they crashed the attack)."""
+    x, y = tiny_batch()  # d = 64: the L2 diameter of the box is 8
+    for bad in (1.0001, 1e30, 1e39, math.inf, math.nan, -0.1):
+        with pytest.raises(ConfigError, match="L∞ eps must be a number from 0 to 1 "):
+            Linf(bad)
+    assert pgd(model, x, y, threat=Linf(1.0), steps=1, step_size=1.0).shape == x.shape
+    assert pgd(model, x, y, threat=L2(8.0), steps=1, step_size=1.0).shape == x.shape
+    with pytest.raises(ConfigError, match="L2 eps must be a number from 0 to 65536"):
+        L2(1e39)  # no input known yet: the diameter of a box of 2^32 values
+    with pytest.raises(ConfigError, match=r"from 0 to 8 \(√64, the diameter"):
+        pgd(model, x, y, threat=L2(8.01), steps=1, step_size=1.0)  # checked on meeting x

@@ -64,6 +64,9 @@ def test_resume_extends_a_finished_run(tmp_path, tiny_toml, capsys):
     (["--set", "attack.steps=-1"], "'attack.steps' must be >= 1"),
     (["--set", "model.name=vgg"], "'model.name' must be one of"),
     (["--set", "train"], "section.key=value"),
+    (["--set", "attack.eps=1e39"], "'attack.eps': L∞ eps must be a number from 0 to 1"),
+    (["--set", "attack.eps=1e30"], "got 1e+30"),
+    (["--set", "attack.threat=l2", "attack.eps=1.5"], "from 0 to 1.41421 (√2, the diameter"),
 ])
 def test_config_mistakes_print_one_error_line(tmp_path, tiny_toml, capsys, args, needle):
     code, _, err = run_cli("train", "--config", tiny_toml, "--out", tmp_path / "x", *args,

@@ -14,6 +14,7 @@ what is allowed. Optional settings are omitted from the TOML file when unset.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -238,6 +239,20 @@ def _check_consistency(cfg: Config) -> None:
     _check_registry("model.name", cfg.model.name, "adrnet.models", "MODELS")
     _check_registry("objective.name", cfg.objective.name, "adrnet.objectives", "OBJECTIVES")
     _check_weights(cfg.objective.weights)
+    _check_radius(cfg)
+
+
+def _check_radius(cfg: Config) -> None:
+    """attack.eps within the bound of its threat model (adrnet.attacks.threats), for
+    the inputs of the data set (√(2^32) for L2 while the data registry is unavailable)."""
+    threats, datasets = _registry("adrnet.attacks", "THREATS"), _registry("adrnet.data", "DATASETS")
+    if threats is None:
+        return
+    dim = math.prod(datasets[cfg.data.name].shape) if datasets else None
+    try:
+        threats[cfg.attack.threat](cfg.attack.eps).check_dim(dim)
+    except ConfigError as exc:
+        raise ConfigError(f"config key 'attack.eps': {exc}") from None
 
 
 def _check_optimisation(cfg: Config) -> None:

@@ -27,6 +27,7 @@ from adrnet.eval.attacks_suite import (attack_settings, build_attacks, check_eps
                                        parse_attack_names)
 from adrnet.eval.autoattack import autoattack_eval
 from adrnet.eval.robust import robust_accuracy
+from adrnet.train.builders import input_values
 from adrnet.locking import file_lock
 
 
@@ -67,7 +68,8 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
         raise ConfigError(f"give --eps for --norm {norm}: the run was trained under "
                           f"{cfg.attack.threat} eps={cfg.attack.eps}, which is no {norm} radius")
     eps = cfg.attack.eps if options.eps is None else float(options.eps)
-    check_eps(eps, norm)
+    dim = input_values(cfg)
+    check_eps(eps, norm, dim)
     n = options.n
     if n is None and "autoattack" in attacks and cfg.eval.autoattack_n:
         n = cfg.eval.autoattack_n
@@ -80,6 +82,8 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
     if isinstance(sweep, str):
         from adrnet.eval.sweep import parse_eps_list
         sweep = tuple(parse_eps_list(sweep, dataset=cfg.data.name, norm=norm))
+    for value in sweep or ():
+        check_eps(value, norm, dim)
     # the config's step size belongs to its own (steps, ε); with either overridden: 2.5·ε/steps
     step_size = options.step_size if options.step_size is not None else (
         cfg.eval.test_step_size if options.eps is None and options.steps is None else None)
