@@ -75,6 +75,21 @@ def test_config_mistakes_print_one_error_line(tmp_path, tiny_toml, capsys, args,
     assert "Traceback" not in err and not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("content, needle", [
+    (None, "is a directory; give a .toml file"),
+    ("", "is empty; it would run every default"),
+    ("train = 5\n", "'train' must be a [train] table, got 5"),
+])
+def test_config_file_mistakes_are_blamed_on_the_file(tmp_path, capsys, content, needle):
+    path = tmp_path / "c.toml"
+    path.mkdir() if content is None else path.write_text(content)
+    code, _, err = run_cli("train", "--config", path, "--out", tmp_path / "x", "--no-progress",
+                           capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    assert needle in err and str(path) in err and "override" not in err
+    assert not (tmp_path / "x").exists()
+
+
 def test_missing_data_says_how_to_obtain_it(tmp_path, tiny_toml, capsys):
     code, _, err = run_cli("train", "--config", tiny_toml, "--out", tmp_path / "x",
                            "--set", "data.name=mnist", f"data.root={tmp_path / 'empty'}",
