@@ -166,6 +166,11 @@ def test_eval_out_at_a_symlink_writes_through_it(tiny_toy_run, tmp_path, capsys)
     assert no_temporaries(tmp_path)
 
 
+def test_eval_out_in_a_folder_yet_to_be_made(tiny_toy_run, tmp_path):
+    assert main(["eval", str(tiny_toy_run), *EVAL, "--out", str(tmp_path / "a/b/e.json")]) == 0
+    assert sorted(p.name for p in (tmp_path / "a/b").iterdir()) == ["e.json"]
+
+
 def test_report_out_that_cannot_be_written(tiny_toy_run, tmp_path, capsys):
     (tmp_path / "r.html").mkdir()
     (tmp_path / "file").write_text("x")

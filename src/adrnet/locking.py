@@ -53,8 +53,11 @@ def run_lock(run_dir: str | os.PathLike):
 
 @contextmanager
 def file_lock(path: str | os.PathLike):
-    """Hold the lock of output file ``path`` (a lock file beside it) for the body."""
+    """Hold the lock of output file ``path`` (a lock file beside it, in a folder made
+    when missing) for the body."""
     path = Path(path)
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     with _held(path.with_name(f".{path.name}.lock"), str(path)):
         yield
 

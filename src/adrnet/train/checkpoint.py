@@ -96,10 +96,10 @@ def save_checkpoint(files: CheckpointFiles, weights: bytes, state: bytes, meta: 
                "meta": json.dumps(meta, indent=1, allow_nan=False).encode()}
     folder = files.stem.parent
     new_folder = not folder.exists()
-    temporaries = {}
+    temporaries = {}  # filled one by one: a failed write still finds the earlier ones
     try:
-        for role, data in payload.items():  # a loop, not a comprehension: a failure
-            temporaries[role] = write_temporary(files.path(role), data)  # keeps the list
+        for role, data in payload.items():
+            temporaries[role] = write_temporary(files.path(role), data)
         with output_errors(folder):
             _keep_previous(files)
             for role in ("weights", "state", "meta"):
