@@ -1,11 +1,16 @@
 """Tiny training configs and run-directory readers shared by the training/CLI tests."""
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import tomli_w
 from safetensors.torch import load_file
+
+from adrnet.train.checkpoint import checkpoint_files
 
 # blobs (3 classes, 2-D features in [0, 1]) with a small MLP: a whole run takes ~1 s.
 TINY = {
@@ -65,3 +70,26 @@ def tiny_mnist(tmp_path, data_writers):
     root = tmp_path / "tiny_mnist"
     data_writers.mnist_idx(root, n_train=5100, n_test=50, gz=False)
     return root
+
+
+def launch(*args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "adrnet.cli", "train", *map(str, args)],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(proc, run_dir, accept, timeout=180.0):
+    """Poll last.json until ``accept(meta)``; fail if the process ends first."""
+    path = checkpoint_files(run_dir, "last").path("meta")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"training ended (rc {proc.returncode}) before the checkpoint: {err[-2000:]}")
+        try:
+            if accept(json.loads(path.read_text())):
+                return
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.002)
+    proc.kill()
+    pytest.fail("no such checkpoint appeared in time")

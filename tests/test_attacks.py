@@ -1,5 +1,6 @@
 """Properties of the threat models and the single PGD loop (Madry et al., 2018)."""
 
+import math
 import pytest
 import torch
 import torch.nn.functional as F
@@ -184,3 +185,18 @@ def test_threat_steps_equal_the_textbook_formulas_bit_for_bit(channels_last):
     for key, value in expected.items():
         assert torch.equal(got[key], value) and got[key].stride() == value.stride(), key
     assert all(torch.equal(a, b) for a, b in zip((x, x_adv, grad), copies))
+
+
+def test_radius_is_bounded_by_the_input_box(model):
+    """L∞ ε ≤ 1 and L2 ε ≤ √d on [0, 1]^d: larger radii allow every image and measure
+    nothing (above float32's range they crashed the attack)."""
+    x, y = tiny_batch()  # d = 64: the L2 diameter of the box is 8
+    for bad in (1.0001, 1e30, 1e39, math.inf, math.nan, -0.1):
+        with pytest.raises(ConfigError, match="L∞ eps must be a number from 0 to 1 "):
+            Linf(bad)
+    assert pgd(model, x, y, threat=Linf(1.0), steps=1, step_size=1.0).shape == x.shape
+    assert pgd(model, x, y, threat=L2(8.0), steps=1, step_size=1.0).shape == x.shape
+    with pytest.raises(ConfigError, match="L2 eps must be a number from 0 to 65536"):
+        L2(1e39)  # no input known yet: the diameter of a box of 2^32 values
+    with pytest.raises(ConfigError, match=r"from 0 to 8 \(√64, the diameter"):
+        pgd(model, x, y, threat=L2(8.01), steps=1, step_size=1.0)  # checked on meeting x

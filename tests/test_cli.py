@@ -64,12 +64,30 @@ def test_resume_extends_a_finished_run(tmp_path, tiny_toml, capsys):
     (["--set", "attack.steps=-1"], "'attack.steps' must be >= 1"),
     (["--set", "model.name=vgg"], "'model.name' must be one of"),
     (["--set", "train"], "section.key=value"),
+    (["--set", "attack.eps=1e39"], "'attack.eps': L∞ eps must be a number from 0 to 1"),
+    (["--set", "attack.eps=1e30"], "got 1e+30"),
+    (["--set", "attack.threat=l2", "attack.eps=1.5"], "from 0 to 1.41421 (√2, the diameter"),
 ])
 def test_config_mistakes_print_one_error_line(tmp_path, tiny_toml, capsys, args, needle):
     code, _, err = run_cli("train", "--config", tiny_toml, "--out", tmp_path / "x", *args,
                            capsys=capsys)
     assert code == 2 and err.startswith("error: ") and needle in err
     assert "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("content, needle", [
+    (None, "is a directory; give a .toml file"),
+    ("", "is empty; it would run every default"),
+    ("train = 5\n", "'train' must be a [train] table, got 5"),
+])
+def test_config_file_mistakes_are_blamed_on_the_file(tmp_path, capsys, content, needle):
+    path = tmp_path / "c.toml"
+    path.mkdir() if content is None else path.write_text(content)
+    code, _, err = run_cli("train", "--config", path, "--out", tmp_path / "x", "--no-progress",
+                           capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    assert needle in err and str(path) in err and "override" not in err
+    assert not (tmp_path / "x").exists()
 
 
 def test_missing_data_says_how_to_obtain_it(tmp_path, tiny_toml, capsys):

@@ -118,12 +118,20 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
     unreadable = tmp_path / "folder.toml"
     unreadable.mkdir()
-    with pytest.raises(ConfigError, match="not found|cannot read"):
+    with pytest.raises(ConfigError, match="folder.toml is a directory; give a .toml file"):
         load_config(unreadable)
     section_not_table = tmp_path / "flat.toml"
     section_not_table.write_text("train = 3\n")
-    with pytest.raises(ConfigError, match="must be a table"):
-        load_config(section_not_table)
+    with pytest.raises(ConfigError, match=r"flat.toml: 'train' must be a \[train\] table"):
+        load_config(section_not_table, ["train.progress=false"])  # the file, not the override
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# nothing but a comment\n"])
+def test_an_empty_config_file_is_refused(tmp_path, text):
+    """It would otherwise silently start the all-defaults 100-epoch PGD-40 MNIST run."""
+    (tmp_path / "empty.toml").write_text(text)
+    with pytest.raises(ConfigError, match="empty.toml is empty; it would run every default"):
+        load_config(tmp_path / "empty.toml")
 
 
 def test_unset_options_are_left_out_of_the_file(tmp_path):

@@ -287,3 +287,60 @@ def test_real_mnist_pickle():
     assert splits.train.x.shape[1:] == (1, 28, 28) and splits.test.x.max() == 1
     official_test_counts = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert splits.test.y.bincount().tolist() == official_test_counts
+
+
+# ---- gzip bombs: refused at once, with the memory a real file would take ----
+
+def _bomb(path: Path, head: bytes = b"", gib: int = 4) -> Path:
+    """A few-MB gzip file that inflates to ``head`` + ``gib`` GiB of zeros
+    (one 16 MiB member repeated: concatenated members are one gzip stream)."""
+    member = gzip.compress(b"\0" * 2**24, compresslevel=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(head) + member * (64 * gib))
+    assert path.stat().st_size < 8 * 2**20
+    return path
+
+
+def _peak_bytes(load) -> tuple[int, Exception]:
+    """(peak of Python's allocations, the DataError) while ``load()`` runs."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as caught:
+            load()
+        return tracemalloc.get_traced_memory()[1], caught.value
+    finally:
+        tracemalloc.stop()
+
+
+def test_mnist_pickle_bomb_is_refused_beyond_what_mnist_can_hold(tmp_path, monkeypatch):
+    from adrnet.data import mnist
+    assert 220e6 < mnist.PICKLE_LIMIT < 222e6  # 70 000 x (784 float32 + int64 label) + framing
+    limit = 2**23  # the same reader with an 8 MiB bound: as strict, 27 times faster
+    monkeypatch.setattr(mnist, "PICKLE_LIMIT", limit)
+    _bomb(tmp_path / "mnist.pkl.gz")
+    peak, error = _peak_bytes(lambda: load_splits("mnist", tmp_path))
+    assert f"holds more than {limit} bytes once decompressed" in str(error)
+    assert "mnist.pkl.gz" in str(error) and peak < 4 * limit  # not the 4 GiB
+
+
+@pytest.mark.parametrize("claimed", [(100, 28, 28), (2**20, 28, 28)])
+def test_idx_bomb_is_refused_by_its_header(tmp_path, data_writers, claimed):
+    data_writers.mnist_idx(tmp_path, gz=True)
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in claimed)
+    target = _bomb(tmp_path / "train-images-idx3-ubyte.gz", head=header)
+    peak, error = _peak_bytes(lambda: load_splits("mnist", tmp_path))
+    assert target.name in str(error) and peak < 2**24  # what the header allows, not 4 GiB
+    assert ("but the file holds more" if claimed[0] == 100 else
+            "more than any file of this data set holds") in str(error)
+
+
+def test_oversized_cifar_batch_is_refused_unread(tmp_path, data_writers):
+    from adrnet.data.cifar import BATCH_LIMIT
+    folder = tmp_path / "cifar-10-batches-py"
+    data_writers.cifar(folder)
+    with open(folder / "data_batch_1", "r+b") as handle:
+        handle.truncate(2**32)  # sparse: 4 GiB on paper, nothing on disk
+    peak, error = _peak_bytes(lambda: load_splits("cifar10", tmp_path))
+    assert f"holds more than {BATCH_LIMIT} bytes, more than a CIFAR-10 batch" in str(error)
+    assert peak < 4 * BATCH_LIMIT

@@ -183,6 +183,13 @@ def test_cli_eval_prints_table(tiny_toy_run, tmp_path, capsys):
     (["--n", "100000"], "more than"),
     (["--norm", "l2"], "give --eps for --norm l2"),
     (["--sweep", "0.1,x"], "cannot read eps"),
+    (["--eps", "1e39"], "L∞ eps must be a number from 0 to 1"),
+    (["--eps", "1e400"], "L∞ eps must be a number from 0 to 1 (inputs lie in [0, 1]"),
+    (["--sweep", "0.1,1.5"], "got 1.5"),
+    (["--norm", "l2", "--eps", "1.5"], "L2 eps must be a number from 0 to 1.41421 (√2"),
+    (["--step-size", "0"], "step size must be a finite number > 0, got 0.0 (--step-size)"),
+    (["--step-size", "-0.1"], "step size must be a finite number > 0, got -0.1"),
+    (["--step-size", "x"], "cannot read --step-size 'x'"),
 ])
 def test_cli_eval_bad_inputs(tiny_toy_run, tmp_path, capsys, args, message):
     out = tmp_path / "eval.json"

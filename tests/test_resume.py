@@ -5,24 +5,24 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from adrnet.cli import main
 from adrnet.config import config_from_dict
-from adrnet.errors import CheckpointError, ConfigError
+from adrnet.errors import CheckpointError, ConfigError, OutputError
 from adrnet.train import load_model, train
 from adrnet.atomic import write_bytes_atomic
 from adrnet.train.checkpoint import checkpoint_files, load_state_bytes
 from adrnet.train.signals import stop_on_signals
 from _train_helpers import (  # noqa: F401 (tiny_mnist is a fixture)
-    meta, records, same_tensors, tiny_config, tiny_mnist, weights, without_timing, write_config,
+    launch, meta, records, same_tensors, tiny_config, tiny_mnist, wait_for_checkpoint, weights,
+    without_timing, write_config,
 )
 
 # 2000 blobs, batch 32: 63 steps per epoch, a resumable checkpoint every 7 steps.
@@ -36,29 +36,6 @@ def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     train(config_from_dict(RESUMABLE), run_dir)
     return run_dir
-
-
-def launch(*args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "adrnet.cli", "train", *map(str, args)],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_checkpoint(proc, run_dir, accept, timeout=180.0):
-    """Poll last.json until ``accept(meta)``; fail if the process ends first."""
-    path = checkpoint_files(run_dir, "last").path("meta")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"training ended (rc {proc.returncode}) before the checkpoint: {err[-2000:]}")
-        try:
-            if accept(json.loads(path.read_text())):
-                return
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        time.sleep(0.002)
-    proc.kill()
-    pytest.fail("no such checkpoint appeared in time")
 
 
 def assert_same_run(run_dir, reference):
@@ -166,6 +143,34 @@ def test_flipped_byte_is_detected(run_copy):
         load_model(run_copy)
 
 
+@pytest.mark.parametrize("field, value, needle", [
+    ("step", 100000, "step = 100000, not a step from 0 to 0"),
+    ("epoch", -3, "epoch = -3, not a whole number of epochs from 0 to 1"),
+    ("epoch", 1e300, "epoch = 1e+300"),
+    ("global_step", 5, "global_step = 5, not epoch 1 x 8 steps + step 0"),
+    ("best", {"metric": "val_acc_robust", "value": "high", "epoch": 1}, "not an accuracy"),
+    ("best", {"metric": "val_acc_robust", "value": 0.5, "epoch": 2}, "not a finished epoch"),
+    ("best", {"metric": "val_acc_robust", "value": 0.5, "epoch": None}, "without its epoch"),
+    ("metrics", "garbage", "metrics = 'garbage', not a list of step and epoch records"),
+    ("metrics", [{"kind": "epoch"}, 3], "not a list of step and epoch records"),
+    ("running", {"examples": "many"}, "not a table of running sums"),
+])
+def test_a_damaged_record_is_refused_before_any_training(run_copy, capsys, field, value, needle):
+    """A hand-edited last.json (its SHA-256 only vouches for the two other files)."""
+    path = checkpoint_files(run_copy, "last").path("meta")
+    record = json.loads(path.read_text())
+    record[field] = value
+    path.write_text(json.dumps(record))
+    before = (run_copy / "metrics.jsonl").read_bytes()
+    with pytest.raises(CheckpointError, match=re.escape(needle)):
+        train(config_from_dict({**SMALL, "train": {**SMALL["train"], "epochs": 2}}), run_copy,
+              resume=True)
+    code = main(["train", "--resume", str(run_copy), "--set", "train.epochs=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and needle in err
+    assert (run_copy / "metrics.jsonl").read_bytes() == before  # nothing trained
+
+
 class RunsCode:
     def __init__(self, marker):
         self.marker = marker
@@ -251,7 +256,7 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
     def broken_replace(src, dst):
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="cannot write"):
         write_bytes_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     monkeypatch.undo()

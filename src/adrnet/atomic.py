@@ -4,19 +4,55 @@ Why: training and evaluation may be killed at any instant (SIGKILL, power loss,
 a cluster pre-empting the job). Every file adrnet writes (checkpoints, metrics,
 config.toml, eval.json, AutoAttack progress, reports) goes through a temporary
 file beside its target, fsync, and a rename, then the folder is fsync-ed so the
-rename itself is durable. Plain I/O, no threat model.
+rename itself is durable. A write that fails (full disk, no permission, a
+read-only or immutable folder) removes its temporary and raises
+:class:`~adrnet.errors.OutputError` naming the path, which the CLI prints as one
+``error:`` line: the environment, not adrnet, is at fault, and the previous file
+is untouched. Plain I/O, no threat model.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+
+from adrnet.errors import OutputError
 
 # The process umask, read once: mkstemp's 0600 would hide runs from other users.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+_HINTS = {
+    errno.ENOSPC: "the disk is full; free some space and rerun (files written before are intact)",
+    errno.EDQUOT: "the disk quota is exceeded; free some space and rerun (files written "
+                  "before are intact)",
+    errno.EACCES: "permission denied; choose another --out or fix the permissions",
+    errno.EPERM: "the operation is not permitted (an immutable or append-only file or "
+                 "folder?); choose another --out",
+    errno.EROFS: "the file system is read-only; choose another --out",
+    errno.EISDIR: "it is a directory; give a file name",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+}
+
+
+def write_failure(path, exc: OSError) -> OutputError:
+    """The one-line error for an OSError ``exc`` met while writing ``path``."""
+    hint = _HINTS.get(exc.errno, exc.strerror or str(exc))
+    return OutputError(f"cannot write {path}: {hint}")
+
+
+@contextmanager
+def output_errors(path):
+    """Turn any OSError raised in the body into an :class:`OutputError` naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        raise write_failure(path, exc) from None
 
 
 def fsync_dir(folder: Path) -> None:
@@ -33,19 +69,28 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a short write is not an error)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_temporary(path: Path, data: bytes) -> Path:
-    """``data`` in a fsync-ed temporary file beside ``path``; returns its path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``data`` in a fsync-ed temporary file beside ``path``; returns its path.
+    On failure nothing is left behind and :class:`OutputError` is raised."""
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o666 & ~_UMASK)
+            _write_all(fd, data)
+            os.fsync(fd)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
     return Path(tmp)
 
 
@@ -54,7 +99,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     tmp = write_temporary(path, data)
     try:
-        os.replace(tmp, path)
+        with output_errors(path):
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -68,3 +114,50 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
     """Atomic JSON write (UTF-8; ``indent=None`` for compact machine files)."""
     write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def append_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Append ``data`` to ``path`` (not atomic: a reader of JSON lines skips a cut line)."""
+    with output_errors(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+
+
+def output_file(path: str | os.PathLike) -> Path:
+    """Where a write to the file ``path`` must go: through a symbolic link to its
+    target (replacing the link would cut it), and never onto a directory, device,
+    pipe or socket (a rename over those destroys or hangs; /dev/full never ends)."""
+    path = Path(path)
+    target = path.resolve() if path.is_symlink() else path
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        return target
+    except OSError as exc:
+        raise write_failure(path, exc) from None
+    if stat.S_ISDIR(mode):
+        raise OutputError(f"cannot write {path}: it is a directory; give a file name")
+    if not stat.S_ISREG(mode):
+        raise OutputError(f"cannot write {path}: it is not a regular file (a device, pipe "
+                          "or socket); give the path of a file")
+    return target
+
+
+def read_small_file(path: Path, limit: int, what: str) -> bytes | None:
+    """The bytes of an earlier output ``path`` (None when there is none), read only
+    when it is a regular file of at most ``limit`` bytes: anything else is refused,
+    because adrnet would otherwise merge, and then overwrite, a file it did not write."""
+    path = output_file(path)
+    try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size > limit:
+                raise OutputError(f"{path} is larger than any {what} ({limit} bytes at "
+                                  "most); it is not one: move it away or choose another --out")
+            return handle.read(limit + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None

@@ -14,6 +14,7 @@ what is allowed. Optional settings are omitted from the TOML file when unset.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -178,7 +179,9 @@ def config_to_dict(cfg: Config) -> dict:
 
 def load_config(path: str | os.PathLike | None, overrides=()) -> Config:
     """Read a TOML config (or start from the defaults when ``path`` is None) and
-    apply overrides ``"section.key=value"`` (value in TOML syntax; bare words are strings)."""
+    apply overrides ``"section.key=value"`` (value in TOML syntax; bare words are strings).
+    The file's own shape is checked first, so its mistakes are blamed on it and not
+    on an override (``--no-progress`` adds one the user never typed)."""
     raw = _read_toml(Path(path)) if path is not None else {}
     return config_from_dict(_with_overrides(raw, overrides))
 
@@ -212,17 +215,31 @@ def _flatten(raw: dict, prefix: str = "") -> dict:
 
 
 def _read_toml(path: Path) -> dict:
+    """The tables of config file ``path``: refused when missing, a directory, not TOML,
+    empty (it would silently run every default: 100 epochs of PGD-40 on MNIST) or
+    shaped other than as [section] tables."""
+    if path.is_dir():
+        raise ConfigError(f"config path {path} is a directory; give a .toml file in it "
+                          f"(e.g. a preset from configs/ or a run's config.toml)")
     if not path.is_file():
         hint = sorted(p.name for p in Path("configs").glob("*.toml"))[:40]
         raise ConfigError(f"config file {path} not found" +
                           (f"; presets in configs/: {', '.join(hint)}" if hint else ""))
     try:
         with open(path, "rb") as handle:
-            return tomllib.load(handle)
+            raw = tomllib.load(handle)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if not raw:
+        raise ConfigError(f"config file {path} is empty; it would run every default (100 "
+                          "epochs of PGD-40 ADR on MNIST): start from a preset in configs/")
+    for name, section in raw.items():
+        if name in SECTIONS and not isinstance(section, dict):
+            raise ConfigError(f"config file {path}: '{name}' must be a [{name}] table, "
+                              f"got {section!r}")
+    return raw
 
 
 def _with_overrides(raw: dict, overrides) -> dict:
@@ -249,6 +266,20 @@ def _check_consistency(cfg: Config) -> None:
     _check_registry("model.name", cfg.model.name, "adrnet.models", "MODELS")
     _check_registry("objective.name", cfg.objective.name, "adrnet.objectives", "OBJECTIVES")
     _check_weights(cfg.objective.weights)
+    _check_radius(cfg)
+
+
+def _check_radius(cfg: Config) -> None:
+    """attack.eps within the bound of its threat model (adrnet.attacks.threats), for
+    the inputs of the data set (√(2^32) for L2 while the data registry is unavailable)."""
+    threats, datasets = _registry("adrnet.attacks", "THREATS"), _registry("adrnet.data", "DATASETS")
+    if threats is None:
+        return
+    dim = math.prod(datasets[cfg.data.name].shape) if datasets else None
+    try:
+        threats[cfg.attack.threat](cfg.attack.eps).check_dim(dim)
+    except ConfigError as exc:
+        raise ConfigError(f"config key 'attack.eps': {exc}") from None
 
 
 def _check_optimisation(cfg: Config) -> None:

@@ -21,3 +21,8 @@ class ConfigError(AdrnetError):
 
 class CheckpointError(AdrnetError):
     """A checkpoint is missing, corrupt, unsafe or belongs to another model."""
+
+
+class OutputError(AdrnetError):
+    """An output cannot be written: full disk, no permission, a directory or a
+    device where a file should go, or a run directory another process holds."""

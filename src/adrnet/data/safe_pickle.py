@@ -10,7 +10,6 @@ lists, dicts, strings, numbers) carries no code.
 
 from __future__ import annotations
 
-import gzip
 import io
 import pickle
 import zlib
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adrnet.data.bounded import read_bounded
 from adrnet.errors import DataError
 
 try:  # numpy >= 2 moved the module; both names appear in real pickles
@@ -52,19 +52,17 @@ class _DataUnpickler(pickle.Unpickler):
             raise _NotAllowed(module, name) from None
 
 
-def safe_load(path: Path, encoding: str, how_to_get: str):
+def safe_load(path: Path, encoding: str, how_to_get: str, limit: int, what: str):
     """Unpickle ``path`` (gzipped if it ends in .gz) allowing only numpy arrays.
 
     ``encoding`` is passed to the unpickler for Python 2 strings: "latin1" for
     the MNIST pickle, "bytes" for CIFAR-10 (whose keys are then b"data", ...).
+    A file holding more than ``limit`` bytes (inflated) is refused before it is
+    unpickled: more than ``what`` can hold (see ``bounded.py``).
     """
+    raw = read_bounded(path, limit, what, how_to_get)
     try:
-        raw = path.read_bytes()
-        if path.name.endswith(".gz"):
-            raw = gzip.decompress(raw)
         return _DataUnpickler(io.BytesIO(raw), encoding=encoding).load()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found; {how_to_get}") from None
     except _NotAllowed as refused:
         raise DataError(
             f"{path}: refused to unpickle the global '{refused}' (only numpy arrays are "

@@ -57,13 +57,12 @@ class AttackSettings:
         return asdict(self)
 
 
-def check_eps(eps: float, norm: str) -> None:
-    """Refuse negative, non-finite ε and unknown norms with a clear message."""
+def check_eps(eps: float, norm: str, dim: int | None = None) -> None:
+    """Refuse unknown norms and radii outside the threat model's bound (for inputs
+    of ``dim`` values when given); the bound itself lives in the threat model."""
     if norm not in NORMS:
         raise ConfigError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-    if not math.isfinite(eps) or eps < 0:
-        raise ConfigError(f"eps must be a finite number >= 0, got {eps}; "
-                          "for images in [0, 1] an L∞ radius of 8/255 is written 0.0314")
+    THREATS[norm](eps).check_dim(dim)
 
 
 def parse_attack_names(text: str | list[str]) -> list[str]:
@@ -87,10 +86,11 @@ def attack_settings(name: str, *, norm: str, eps: float, steps: int = 20, restar
         raise ConfigError(f"steps and restarts must be >= 1, got steps={steps}, restarts={restarts}")
     if name == "fgsm":
         return AttackSettings("fgsm", norm, float(eps), 1, float(eps), 1, "ce", False)
+    if step_size is not None and not 0 < step_size < math.inf:  # 0 makes PGD a no-op
+        raise ConfigError(f"the PGD step size must be a finite number > 0, got {step_size} "
+                          "(--step-size); leave it out for 2.5*eps/steps")
     size = 2.5 * eps / steps if step_size is None else float(step_size)
-    if size < 0:
-        raise ConfigError(f"step size must be >= 0, got {size}")
-    loss = "ce" if name == "pgd" else "cw"
+    loss = "ce" if name == "pgd" else "cw"  # cw and mt (multi-targeted) use the CW margin
     return AttackSettings(name, norm, float(eps), int(steps), size, int(restarts), loss, True)
 
 

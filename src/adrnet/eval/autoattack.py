@@ -63,10 +63,10 @@ class _Collect(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-def _settings(norm, eps, version, attacks, seed, square_queries) -> dict:
+def _settings(norm, eps, version, attacks, seed, square_queries, dim) -> dict:
     if norm not in AA_NORMS:
         raise ConfigError(f"AutoAttack norm must be one of {', '.join(AA_NORMS)}, got {norm!r}")
-    check_eps(eps, norm)
+    check_eps(eps, norm, dim)
     if version not in AA_VERSIONS:
         raise ConfigError(f"AutoAttack version must be one of {', '.join(AA_VERSIONS)}, got {version!r}")
     if (attacks is None) != (version != "custom"):
@@ -187,7 +187,7 @@ def autoattack_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
     ``version="custom"`` with ``attacks=[...]`` runs a chosen list. The model is
     moved to ``device`` and put in eval mode for the run (its mode is restored).
     """
-    settings = _settings(norm, eps, version, attacks, seed, square_queries)
+    settings = _settings(norm, eps, version, attacks, seed, square_queries, x[0].numel())
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("AutoAttack was asked to run on CUDA but no CUDA device is available; use device='cpu'")

@@ -85,7 +85,7 @@ def options_from_args(args):
     """:class:`EvalOptions` from parsed ``adrnet eval`` arguments."""
     from adrnet.eval.attacks_suite import parse_attack_names
     from adrnet.eval.evaluate import EvalOptions
-    from adrnet.eval.sweep import parse_eps, parse_eps_list
+    from adrnet.eval.sweep import parse_eps, parse_eps_list, parse_number
     if args.aa_attacks and args.aa_version != "custom":
         raise ConfigError("--aa-attacks needs --aa-version custom")
     sweep = None
@@ -94,7 +94,7 @@ def options_from_args(args):
     return EvalOptions(
         attacks=tuple(parse_attack_names(args.attacks)), norm=args.norm, n=args.n, split=args.split,
         eps=None if args.eps is None else parse_eps(args.eps), steps=args.steps,
-        step_size=None if args.step_size is None else parse_eps(args.step_size),
+        step_size=None if args.step_size is None else parse_number(args.step_size, "--step-size"),
         restarts=args.restarts, batch_size=args.batch_size, device=args.device, which=args.which,
         data_root=args.data_root, sweep=sweep, sanity=args.sanity, sanity_n=args.sanity_n,
         diagnostics=not args.no_diagnostics, diagnostics_n=args.diagnostics_n,
@@ -108,6 +108,8 @@ def cmd_eval(args) -> int:
     from adrnet.eval.tables import format_eval
     record = evaluate_run(args.target, options_from_args(args))
     print(format_eval(record))
+    for note in record["notes"]:
+        print(f"note: {note}")
     print(f"results: {record['path']}")
     return 0
 

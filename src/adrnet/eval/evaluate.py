@@ -14,6 +14,7 @@ Threat model: L∞ or L2 ball of radius ε (defaults: the run's training threat)
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -21,12 +22,14 @@ from pathlib import Path
 
 import torch
 
-from adrnet.errors import ConfigError
-from adrnet.atomic import write_json_atomic
+from adrnet.atomic import output_file, read_small_file, write_json_atomic
+from adrnet.errors import ConfigError, OutputError
 from adrnet.eval.attacks_suite import (attack_settings, build_attacks, check_eps, make_attack,
                                        parse_attack_names)
 from adrnet.eval.autoattack import autoattack_eval
 from adrnet.eval.robust import robust_accuracy
+from adrnet.train.builders import input_values
+from adrnet.locking import file_lock
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
         raise ConfigError(f"give --eps for --norm {norm}: the run was trained under "
                           f"{cfg.attack.threat} eps={cfg.attack.eps}, which is no {norm} radius")
     eps = cfg.attack.eps if options.eps is None else float(options.eps)
-    check_eps(eps, norm)
+    dim = input_values(cfg)
+    check_eps(eps, norm, dim)
     n = options.n
     if n is None and {"autoattack", "bb"} & set(attacks) and cfg.eval.autoattack_n:
         n = cfg.eval.autoattack_n
@@ -79,6 +83,8 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
     if isinstance(sweep, str):
         from adrnet.eval.sweep import parse_eps_list
         sweep = tuple(parse_eps_list(sweep, dataset=cfg.data.name, norm=norm))
+    for value in sweep or ():
+        check_eps(value, norm, dim)
     # the config's step size belongs to its own (steps, ε); with either overridden: 2.5·ε/steps
     step_size = options.step_size if options.step_size is not None else (
         cfg.eval.test_step_size if options.eps is None and options.steps is None else None)
@@ -160,49 +166,87 @@ def run_diagnostics(model, x, y, opts: EvalOptions) -> dict:
     return out
 
 
-def _merge_sweeps(path: Path, checkpoint: str, norm: str, rows) -> dict:
-    """Sweeps of an earlier ``eval.json`` of the same checkpoint, updated with ``rows``
-    (so an L∞ and an L2 sweep, run one after the other, both reach the report)."""
-    import json
-    sweeps = {}
+#: An eval.json is a few hundred kB at most (t-SNE coordinates included); a larger
+#: file at --out is something else, and is neither read nor overwritten.
+EVAL_JSON_LIMIT = 64 * 2**20
+
+
+def read_previous(path: Path) -> dict | None:
+    """The earlier ``eval.json`` at ``path`` (None if there is none); anything at
+    ``path`` that is not one is refused, because this evaluation would replace it."""
+    data = read_small_file(path, EVAL_JSON_LIMIT, "eval.json")
+    if data is None:
+        return None
     try:
-        previous = json.loads(path.read_text()) if path.exists() else {}
+        previous = json.loads(data)
     except ValueError:
-        previous = {}
-    if previous.get("checkpoint") == checkpoint:
-        sweeps = previous.get("sweeps") or {}
-    if rows is not None:
-        sweeps[norm] = rows
-    return sweeps
+        previous = None
+    if not isinstance(previous, dict) or "worst_case_accuracy" not in previous:
+        raise OutputError(f"{path} exists and is not an eval.json written by adrnet eval; "
+                          "move it away or choose another --out (it would be overwritten)")
+    return previous
+
+
+def kept_sweeps(previous: dict | None, record: dict) -> tuple[dict, list[str]]:
+    """The ε sweeps of an earlier ``eval.json`` that belong to this evaluation, and a
+    note for each one dropped. A sweep is kept only when it was computed on the same
+    weights (SHA-256 of the weights file) and the same examples (split and n), so an
+    L∞ and an L2 sweep, run one after the other, both reach the report, while a sweep
+    of weights a resumed run has since replaced is never reported as current."""
+    sweeps = (previous or {}).get("sweeps")
+    if not sweeps or not isinstance(sweeps, dict):
+        return {}, []
+    why = None
+    old_sha = previous.get("weights_sha256")
+    if old_sha != record["weights_sha256"]:
+        why = (f"computed on other weights (SHA-256 {str(old_sha)[:12]}…, these are "
+               f"{record['weights_sha256'][:12]}…)" if old_sha else "recorded without the "
+               "SHA-256 of its weights (an older adrnet)")
+    elif (previous.get("split"), previous.get("n")) != (record["split"], record["n"]):
+        why = (f"computed on {previous.get('n')} {previous.get('split')} examples, not "
+               f"{record['n']} {record['split']} ones")
+    if why is None:
+        return sweeps, []
+    return {}, [f"dropped the earlier ε sweep(s) ({', '.join(sorted(sweeps))}): {why}"]
 
 
 def evaluate_run(target: str | Path, options: EvalOptions = EvalOptions()) -> dict:
-    """Evaluate a run directory or checkpoint; write and return the ``eval.json`` record."""
-    from adrnet.train import load_model
+    """Evaluate a run directory or checkpoint; write and return the ``eval.json`` record.
+
+    The output file is locked for the whole evaluation (a second ``adrnet eval``
+    writing it is refused), and an earlier record there is checked before any
+    attack runs. The returned record's ``notes`` say what was dropped from it."""
+    from adrnet.train import load_checkpoint
     started = time.time()
     target = Path(target)
-    model, cfg = load_model(target, map_location="cpu", which=options.which)
+    loaded = load_checkpoint(target, map_location="cpu", which=options.which)
+    cfg = loaded.cfg
     opts = resolve_options(options, cfg)
-    model = model.to(opts.device).eval()
+    model = loaded.model.to(opts.device).eval()
     stem, out_path = locate(target, opts.which, opts.out)
-    x, y = load_eval_data(cfg, opts.split, opts.n, opts.data_root)
-    torch.manual_seed(opts.seed)
-    result, summaries = run_attacks(model, x, y, opts)
-    record = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "checkpoint": str(stem), "which": stem.name, "dataset": cfg.data.name,
-              "model": cfg.model.name, "objective": cfg.objective.name, "split": opts.split,
-              "norm": opts.norm, "eps": opts.eps, "device": opts.device, "seed": opts.seed,
-              **result.to_dict()}
-    record.update(summaries)
-    record.update(extra_analyses(model, x, y, opts, out_path, str(stem)))
-    record["seconds"] = round(time.time() - started, 1)
-    write_json_atomic(out_path, record)
-    record["path"] = str(out_path)
-    return record
+    out_path = output_file(out_path)
+    with file_lock(out_path):
+        previous = read_previous(out_path)
+        x, y = load_eval_data(cfg, opts.split, opts.n, opts.data_root)
+        torch.manual_seed(opts.seed)
+        result, summaries = run_attacks(model, x, y, opts)
+        record = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "checkpoint": str(stem), "which": stem.name,
+                  "weights_sha256": loaded.weights_sha256, "dataset": cfg.data.name,
+                  "model": cfg.model.name, "objective": cfg.objective.name, "split": opts.split,
+                  "norm": opts.norm, "eps": opts.eps, "device": opts.device, "seed": opts.seed,
+                  **result.to_dict()}
+        record.update(summaries)
+        sweeps, notes = kept_sweeps(previous, record)
+        record.update(extra_analyses(model, x, y, opts, sweeps))
+        record["seconds"] = round(time.time() - started, 1)
+        write_json_atomic(out_path, record)
+    return {**record, "path": str(out_path), "notes": notes}
 
 
-def extra_analyses(model, x, y, opts: EvalOptions, out_path: Path, checkpoint: str) -> dict:
-    """The optional parts of ``eval.json``: ε sweep, sanity checks, diagnostics."""
+def extra_analyses(model, x, y, opts: EvalOptions, sweeps: dict) -> dict:
+    """The optional parts of ``eval.json``: ε sweeps (this one added to ``sweeps``,
+    those kept from an earlier record), sanity checks, diagnostics."""
     from adrnet.eval.sanity import sanity_checks
     from adrnet.eval.sweep import eps_sweep
     rows, extra = None, {}
@@ -211,7 +255,7 @@ def extra_analyses(model, x, y, opts: EvalOptions, out_path: Path, checkpoint: s
                          attacks=[a for a in opts.attacks if a != "autoattack"] or ["pgd"],
                          steps=opts.steps, restarts=opts.restarts, batch_size=opts.batch_size,
                          progress=opts.progress)
-    extra["sweeps"] = _merge_sweeps(out_path, checkpoint, opts.norm, rows)
+    extra["sweeps"] = {**sweeps, opts.norm: rows} if rows is not None else sweeps
     if opts.sanity:
         extra["sanity"] = sanity_checks(model, x[:opts.sanity_n], y[:opts.sanity_n], norm=opts.norm,
                                         eps=opts.eps, steps=min(opts.steps, 20),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from adrnet.errors import AdrnetError
 from adrnet.eval import figures
-from adrnet.atomic import write_bytes_atomic, write_text_atomic
+from adrnet.atomic import output_file, write_bytes_atomic, write_text_atomic
 from adrnet.eval.tables import html_table, markdown_table, pct, results_table
 
 
@@ -31,6 +31,7 @@ class RunFiles:
     config: dict
     metrics: list
     eval: dict | None
+    stale: str = ""                 # why eval.json was set aside, if it was
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,28 @@ def load_run(path: str | Path, label: str) -> RunFiles:
         evaluation = json.loads((path / "eval.json").read_text()) if (path / "eval.json").exists() else None
     except ValueError as exc:
         raise AdrnetError(f"{path / 'eval.json'} is not valid JSON ({exc}); rerun `adrnet eval {path}`") from exc
-    return RunFiles(label, path, config, _read_jsonl(path / "metrics.jsonl"), evaluation)
+    stale = _stale(evaluation, path)
+    return RunFiles(label, path, config, _read_jsonl(path / "metrics.jsonl"),
+                    None if stale else evaluation, stale)
+
+
+def _stale(evaluation: dict | None, path: Path) -> str:
+    """Why ``evaluation`` no longer describes its checkpoint ("" when it does, or when
+    that cannot be told): the checkpoint's record names other weights than those the
+    evaluation was computed on (the run was trained further after `adrnet eval`)."""
+    from adrnet.train.checkpoint import CheckpointFiles, read_meta
+    sha = (evaluation or {}).get("weights_sha256")
+    if not sha or not evaluation.get("checkpoint"):
+        return ""
+    try:
+        meta = read_meta(CheckpointFiles(Path(evaluation["checkpoint"])))
+        current = meta["files"]["weights"]["sha256"]
+    except (AdrnetError, KeyError, TypeError):
+        return ""
+    if current == sha:
+        return ""
+    return (f"its eval.json was computed on earlier weights of its {evaluation.get('which')} "
+            f"checkpoint; rerun `adrnet eval {path}`")
 
 
 def unique_labels(paths: list[Path]) -> list[str]:
@@ -85,8 +107,9 @@ def _evaluated(runs):
 def build_sections(runs: list[RunFiles]) -> list[Section]:
     """Every section of the report, in order; empty parts are explained, not dropped."""
     evaluated = _evaluated(runs)
-    missing = [r.label for r in runs if not r.eval]
-    note = (f"Not evaluated yet (run `adrnet eval RUN_DIR`): {', '.join(missing)}." if missing else "")
+    missing = [r.label for r in runs if not r.eval and not r.stale]
+    note = (f"Not evaluated yet (run `adrnet eval RUN_DIR`): {', '.join(missing)}. " if missing else "")
+    note += "".join(f"Left out: {r.label}, {r.stale}. " for r in runs if r.stale)
     sections = [Section("Robust accuracy (%)", "Per-example worst case over every attack run; "
                         "clean = accuracy on unperturbed inputs. " + note,
                         results_table(evaluated) if evaluated else None)]
@@ -188,6 +211,8 @@ def write_report(run_dirs: list, out_html: str | Path, title: str = "adrnet repo
     if out_html.suffix.lower() == ".md":
         raise AdrnetError(f"--out {out_html} would be overwritten by the Markdown twin; "
                           "give the HTML file (e.g. report.html), report.md is written next to it")
+    md_path = output_file(out_html.with_suffix(".md"))
+    out_html = output_file(out_html)
     paths = [Path(p) for p in run_dirs]
     runs = [load_run(p, label) for p, label in zip(paths, unique_labels(paths))]
     sections = build_sections(runs)
@@ -197,6 +222,5 @@ def write_report(run_dirs: list, out_html: str | Path, title: str = "adrnet repo
     for s in sections:
         if s.image:
             write_bytes_atomic(image_dir / s.image_name, s.image)
-    md_path = out_html.with_suffix(".md")
     write_text_atomic(md_path, render_markdown(title, sections, meta, image_dir.name))
     return out_html, md_path

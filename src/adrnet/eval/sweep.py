@@ -11,6 +11,7 @@ Threat models: L∞ and L2 balls inside [0, 1].
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Sequence
 
@@ -31,12 +32,23 @@ PAPER_EPS = {
 PAPER_EPS["fashion_mnist"] = PAPER_EPS["mnist"]
 
 
+def parse_number(text: str | float, what: str) -> float:
+    """``"8/255"`` or ``"0.3"`` -> float (±inf beyond float range, for the range checks
+    to refuse by name); ``what`` names the option in the message for anything else."""
+    try:
+        fraction = Fraction(str(text).strip())
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"cannot read {what} {text!r}; write a number like 0.3 or a "
+                          "fraction like 8/255") from None
+    try:
+        return float(fraction)
+    except OverflowError:
+        return math.inf if fraction > 0 else -math.inf
+
+
 def parse_eps(text: str | float) -> float:
     """``"8/255"`` or ``"0.3"`` -> float, refusing anything else with a clear message."""
-    try:
-        value = float(Fraction(str(text).strip()))
-    except (ValueError, ZeroDivisionError) as exc:
-        raise ConfigError(f"cannot read eps {text!r}; write a number like 0.3 or a fraction like 8/255") from exc
+    value = parse_number(text, "eps")
     if value < 0:
         raise ConfigError(f"eps must be >= 0, got {text}")
     return value

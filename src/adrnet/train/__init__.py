@@ -7,10 +7,11 @@
 """
 
 from adrnet.train.checkpoint import checkpoint_files
-from adrnet.train.load import load_model, resolve_checkpoint
+from adrnet.train.load import LoadedCheckpoint, load_checkpoint, load_model, resolve_checkpoint
 from adrnet.train.loop import RunResult, has_checkpoint, train
 from adrnet.train.signals import TrainingInterrupted
 from adrnet.train.step import TrainingDiverged
 
-__all__ = ["RunResult", "TrainingDiverged", "TrainingInterrupted", "checkpoint_files",
-           "has_checkpoint", "load_model", "resolve_checkpoint", "train"]
+__all__ = ["LoadedCheckpoint", "RunResult", "TrainingDiverged", "TrainingInterrupted",
+           "checkpoint_files", "has_checkpoint", "load_checkpoint", "load_model",
+           "resolve_checkpoint", "train"]

@@ -9,6 +9,7 @@ attack, Zhang et al. 2019) must be parametrised the same way everywhere.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -19,6 +20,11 @@ from adrnet.errors import ConfigError
 def dataset_info(cfg: Config):
     from adrnet.data import DATASETS
     return DATASETS[cfg.data.name]
+
+
+def input_values(cfg: Config) -> int:
+    """d, the number of values of one input of ``cfg``'s data set (784 for MNIST)."""
+    return math.prod(dataset_info(cfg).shape)
 
 
 def build_model_from_config(cfg: Config):

@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from adrnet.atomic import fsync_dir, write_temporary
+from adrnet.atomic import fsync_dir, output_errors, write_temporary
 from adrnet.errors import CheckpointError
 
 FORMAT = "adrnet-checkpoint"
@@ -86,21 +86,30 @@ def encode_state(state: dict) -> bytes:
 
 def save_checkpoint(files: CheckpointFiles, weights: bytes, state: bytes, meta: dict) -> None:
     """Commit a checkpoint: temporaries first, then the previous generation is kept
-    as ``prev`` while the three renames happen, with the JSON renamed last."""
+    as ``prev`` while the three renames happen, with the JSON renamed last. When a
+    write fails (a full disk), every temporary written so far is removed, the
+    previous checkpoint stays as it was, and :class:`OutputError` is raised."""
     meta = {**meta, "format": FORMAT, "version": VERSION,
             "files": {"weights": {"sha256": _sha256(weights), "bytes": len(weights)},
                       "state": {"sha256": _sha256(state), "bytes": len(state)}}}
     payload = {"weights": weights, "state": state,
                "meta": json.dumps(meta, indent=1, allow_nan=False).encode()}
-    temporaries = {role: write_temporary(files.path(role), data) for role, data in payload.items()}
+    folder = files.stem.parent
+    new_folder = not folder.exists()
+    temporaries = {}  # filled one by one: a failed write still finds the earlier ones
     try:
-        _keep_previous(files)
-        for role in ("weights", "state", "meta"):
-            os.replace(temporaries.pop(role), files.path(role))
-        fsync_dir(files.stem.parent)
+        for role, data in payload.items():
+            temporaries[role] = write_temporary(files.path(role), data)
+        with output_errors(folder):
+            _keep_previous(files)
+            for role in ("weights", "state", "meta"):
+                os.replace(temporaries.pop(role), files.path(role))
+        fsync_dir(folder)
     finally:
         for tmp in temporaries.values():
             tmp.unlink(missing_ok=True)
+        if new_folder and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # a first save that failed leaves no empty checkpoints/
     remove_checkpoint(files.prev)
 
 

@@ -10,6 +10,7 @@ in that record and compared tensor by tensor before anything is loaded.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -77,13 +78,22 @@ def config_of(meta: dict, source) -> Config:
         raise CheckpointError(f"{source} records a config this adrnet cannot use: {exc}") from None
 
 
-def load_model(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu",
-               which: str = "best"):
-    """(model in eval mode on ``map_location``, Config) of a run or checkpoint.
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A checkpoint's model (eval mode), config, files and the SHA-256 of its weights
+    file (checked against the bytes loaded): results stored by evaluation are keyed
+    by it, so a number computed on other weights is never reported as current."""
 
-    ``which`` picks the run's "best" (highest validation robust accuracy) or
-    "last" checkpoint when a run directory is given.
-    """
+    model: torch.nn.Module
+    cfg: Config
+    files: CheckpointFiles
+    weights_sha256: str
+
+
+def load_checkpoint(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu",
+                    which: str = "best") -> LoadedCheckpoint:
+    """The checkpoint of a run directory (its ``which``: "best", the highest
+    validation robust accuracy, or "last") or of a checkpoint file."""
     files = resolve_checkpoint(run_dir_or_checkpoint, which)
     last = files.sibling("last")
     if files.stem.name == "best" and not files.path("meta").exists() and last.path("meta").exists():
@@ -95,7 +105,19 @@ def load_model(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu",
     from adrnet.train.builders import build_model_from_config
     with torch.random.fork_rng(devices=[]):
         model = build_model_from_config(cfg)
-    weights = read_weights(files, meta)
+    weights = read_weights(files, meta)  # verified against meta's SHA-256
     check_architecture(model, weights, files.path("weights"))
     model.load_state_dict(weights)
-    return model.to(map_location).eval(), cfg
+    return LoadedCheckpoint(model.to(map_location).eval(), cfg, files,
+                            meta["files"]["weights"]["sha256"])
+
+
+def load_model(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu",
+               which: str = "best"):
+    """(model in eval mode on ``map_location``, Config) of a run or checkpoint.
+
+    ``which`` picks the run's "best" (highest validation robust accuracy) or
+    "last" checkpoint when a run directory is given.
+    """
+    loaded = load_checkpoint(run_dir_or_checkpoint, map_location, which)
+    return loaded.model, loaded.cfg

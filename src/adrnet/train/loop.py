@@ -10,6 +10,7 @@ that holds the resolved config, metrics and checkpoints. Only rank 0 writes.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from tqdm import tqdm
 
 from adrnet.config import Config, save_config
 from adrnet.errors import ConfigError
-from adrnet.train.checkpoint import CHECKPOINT_DIR, checkpoint_files, remove_checkpoint
+from adrnet.locking import run_lock
+from adrnet.train.checkpoint import checkpoint_files, remove_checkpoint
 from adrnet.train.epoch import finish_epoch, run_epoch
 from adrnet.train.metrics import MetricsLog
 from adrnet.train.resume import restore_run
@@ -43,14 +45,13 @@ def has_checkpoint(run_dir: str | os.PathLike) -> bool:
 
 
 def _start_fresh(run: Run) -> None:
-    if run.run_dir.exists() and not run.run_dir.is_dir():
-        raise ConfigError(f"{run.run_dir} is a file, not a run directory; choose another --out")
+    """Refuse a directory that holds a run; clear a stale ``best`` (checkpoints/ itself
+    is made by the first save, so a run that fails before it leaves none behind)."""
     if has_checkpoint(run.run_dir):
         raise ConfigError(f"{run.run_dir} already holds a run; continue it with "
                           f"`adrnet train --resume {run.run_dir}` (or --resume-if-exists), "
                           "or choose another --out")
     if run.info.is_main:
-        (run.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
         best = checkpoint_files(run.run_dir, "best")
         for stale in (best, best.prev):  # left by an earlier run that never saved "last"
             remove_checkpoint(stale)
@@ -89,30 +90,36 @@ def _loop(run: Run) -> None:
 def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False) -> RunResult:
     """Train as ``cfg`` says into ``out_dir``; with ``resume`` continue its ``last``
     checkpoint (the config may then differ only in train.epochs, device, progress,
-    threads, checkpoint/log frequency and eval settings)."""
+    threads, checkpoint/log frequency and eval settings). The run directory is
+    locked for the whole call (:func:`adrnet.locking.run_lock`): a second process
+    training into it is refused with :class:`adrnet.locking.Busy`."""
     from adrnet.train.distributed import cleanup, setup_distributed
     run_dir = Path(out_dir)
     info = setup_distributed(cfg.train.device)
     try:
-        with stop_on_signals() as stop:
-            run = build_run(cfg, run_dir, info)
-            run.stop = stop
-            if resume:
-                records = restore_run(run)["metrics"]
-            else:
-                _start_fresh(run)
-                records = []
-            if info.is_main:
-                save_config(cfg, run_dir / "config.toml")
-                tqdm.write(_describe_start(run, resume))
-            run.metrics = MetricsLog(run_dir, records, enabled=info.is_main,
-                                     tb_step=run.global_step)
-            try:
-                _loop(run)
-            finally:
-                run.metrics.close()
-            epochs = [r for r in run.metrics.records if r.get("kind") == "epoch"]
-            return RunResult(run_dir, run.epoch, run.global_step, run.best_epoch,
-                             run.best_value, epochs[-1] if epochs else None)
+        with (run_lock(run_dir) if info.is_main else nullcontext()), stop_on_signals() as stop:
+            return _train(cfg, run_dir, info, stop, resume)
     finally:
         cleanup()
+
+
+def _train(cfg: Config, run_dir: Path, info, stop, resume: bool) -> RunResult:
+    run = build_run(cfg, run_dir, info)
+    run.stop = stop
+    if resume:
+        records = restore_run(run)["metrics"]
+    else:
+        _start_fresh(run)
+        records = []
+    if info.is_main:
+        if run.epoch < cfg.train.epochs:  # a resume with nothing to do keeps its config.toml
+            save_config(cfg, run_dir / "config.toml")
+        tqdm.write(_describe_start(run, resume))
+    run.metrics = MetricsLog(run_dir, records, enabled=info.is_main, tb_step=run.global_step)
+    try:
+        _loop(run)
+    finally:
+        run.metrics.close()
+    epochs = [r for r in run.metrics.records if r.get("kind") == "epoch"]
+    return RunResult(run_dir, run.epoch, run.global_step, run.best_epoch,
+                     run.best_value, epochs[-1] if epochs else None)

@@ -18,7 +18,7 @@ import json
 import math
 from pathlib import Path
 
-from adrnet.atomic import write_bytes_atomic
+from adrnet.atomic import append_bytes, write_bytes_atomic
 
 JSONL, CSV = "metrics.jsonl", "metrics.csv"
 
@@ -58,8 +58,7 @@ class MetricsLog:
         self.records.append(dict(record))
         if not self.enabled:
             return
-        with open(self.run_dir / JSONL, "a") as handle:
-            handle.write(json.dumps(_json_safe(record)) + "\n")
+        append_bytes(self.run_dir / JSONL, (json.dumps(_json_safe(record)) + "\n").encode())
         if record.get("kind") == "epoch":
             self._write_csv()
         if self._tb is not None:

@@ -11,6 +11,7 @@ same number of processes (a resume under another world size is refused). See
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 
@@ -100,6 +101,54 @@ def check_world_size(meta: dict, world_size: int, source) -> None:
             f"each step depend on that number; resume it with {saved}: `{how}`")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def check_record(meta: dict, epochs: int, steps_per_epoch: int, source) -> None:
+    """Refuse a checkpoint record whose position, best-so-far, history or running sums
+    are not what training can have written, before any training: a hand-edited or
+    damaged ``last.json`` must not train phantom epochs or fail an epoch later.
+    ``epochs`` is the length of the run that wrote it, ``steps_per_epoch`` this run's."""
+    def bad(field, why):
+        return CheckpointError(f"{source} records {field} = {meta.get(field)!r}, {why}; the "
+                               "record is damaged or was edited: restore it or start a new run")
+    epoch, step = meta.get("epoch"), meta.get("step")
+    if not _is_int(epoch) or not 0 <= epoch <= epochs:
+        raise bad("epoch", f"not a whole number of epochs from 0 to {epochs}")
+    last_step = 0 if epoch == epochs else steps_per_epoch - 1
+    if not _is_int(step) or not 0 <= step <= last_step:
+        raise bad("step", f"not a step from 0 to {last_step} of epoch {epoch + 1}")
+    if meta.get("global_step") != epoch * steps_per_epoch + step or not _is_int(meta["global_step"]):
+        raise bad("global_step", f"not epoch {epoch} x {steps_per_epoch} steps + step {step}")
+    _check_best(meta.get("best"), epoch, bad)
+    metrics = meta.get("metrics")
+    if not isinstance(metrics, list) or not all(
+            isinstance(r, dict) and r.get("kind") in ("step", "epoch") for r in metrics):
+        raise bad("metrics", "not a list of step and epoch records")
+    running = meta.get("running")
+    if not isinstance(running, dict) or not all(_is_number(v) for v in running.values()):
+        raise bad("running", "not a table of running sums")
+
+
+def _check_best(best, epoch: int, bad) -> None:
+    """best: {"value": validation robust accuracy in [0, 1], "epoch": 1..epoch}, or both null."""
+    if not isinstance(best, dict):
+        raise bad("best", "not a table")
+    value, at = best.get("value"), best.get("epoch")
+    if (value is None) != (at is None):
+        raise bad("best", "a best value without its epoch, or an epoch without its value")
+    if value is not None and not (_is_number(value) and 0 <= value <= 1):
+        raise bad("best", "a best value that is not an accuracy from 0 to 1")
+    if at is not None and not (_is_int(at) and 1 <= at <= epoch):
+        raise bad("best", f"a best epoch that is not a finished epoch (1 to {epoch})")
+
+
 def _local_running(saved: dict, is_main: bool) -> dict:
     """The running sums a rank continues from: the checkpoint holds their sum over
     all ranks, so rank 0 takes it whole and the others start from zero."""
@@ -114,8 +163,10 @@ def restore_run(run) -> dict:
         raise CheckpointError(f"cannot resume {run.run_dir}: it has no checkpoint "
                               f"({files.path('meta')} is missing); start it with --out instead")
     files, meta = open_checkpoint(files)
-    check_resumable(config_of(meta, files.path("meta")), run.cfg, run.run_dir)
+    saved_cfg = config_of(meta, files.path("meta"))
+    check_resumable(saved_cfg, run.cfg, run.run_dir)
     check_world_size(meta, run.info.world_size, run.run_dir)
+    check_record(meta, saved_cfg.train.epochs, run.steps_per_epoch, files.path("meta"))
     weights = read_weights(files, meta)
     check_architecture(run.net, weights, files.path("weights"))
     run.net.load_state_dict(weights)
