@@ -122,7 +122,7 @@ def table(results: dict) -> str:
         rows.append(f"| {dataset} | {name} | `{Path(preset).name}`{' ' + ' '.join(overrides) if overrides else ''} | "
                     f"{pct(s['clean'])} | {pct(s['pgd'])} | {pct(s.get('autoattack'))} | "
                     f"{s.get('autoattack_n', '–')} | {entry['train_seconds'] / 60:.1f} min | "
-                    f"{entry['eval_seconds'] / 60:.1f} min |")
+                    f"{s['eval_seconds'] / 60:.1f} min |")
     machines = sorted({e["machine"] for e in results.values()}) or [cpu_name()]
     torches = sorted({e["torch"] for e in results.values()}) or [torch.__version__]
     head = (f"Written by `python benchmarks/quality.py` ({len(results)} of {len(RUNS)} runs done). "

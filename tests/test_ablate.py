@@ -85,3 +85,15 @@ def test_ablate_end_to_end_table_matches_each_runs_eval(tmp_path, capsys, monkey
     assert "evaluated already" in capsys.readouterr().out
     assert before == {name: (out / name / "checkpoints" / "last.safetensors").stat().st_mtime_ns
                       for name in EXPECTED_RUNS}
+
+
+def test_a_study_directory_in_use_is_refused_naming_its_process(tmp_path, capsys):
+    import os
+    from adrnet.locking import run_lock
+    path, _ = _config(tmp_path)
+    out = tmp_path / "study"
+    with run_lock(out):
+        assert main(["ablate", "--config", str(path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(os.getpid()) in err
+    assert not (out / "base").exists()  # nothing was trained

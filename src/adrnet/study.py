@@ -22,13 +22,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from adrnet.atomic import write_json_atomic, write_text_atomic
 from adrnet.config import Config, apply_overrides, config_to_dict
 from adrnet.errors import ConfigError
+from adrnet.locking import run_lock
 
 #: Short names of the five ADR terms, used in run names and tables.
 COMPONENTS = {"local_compactness": "lc", "local_smoothness": "ls", "global_compactness": "gc",
@@ -92,7 +92,7 @@ def weights_digest(run_dir: Path, which: str) -> str:
     return meta["files"]["weights"]["sha256"]
 
 
-def _train(name: str, cfg: Config, run_dir: Path) -> None:
+def _train(cfg: Config, run_dir: Path) -> None:
     from adrnet.train import has_checkpoint, train
     train(cfg, run_dir, resume=has_checkpoint(run_dir))
 
@@ -107,7 +107,7 @@ def _evaluate(run_dir: Path, plan: EvalPlan, cfg: Config) -> dict:
     (label, accuracy), = pgd["attack_accuracy"].items()  # "pgd-K": the one attack run
     summary = {"n": pgd["n"], "clean": pgd["clean_accuracy"], "pgd": accuracy,
                "pgd_steps": pgd["attack_settings"][label]["steps"], "eps": pgd["eps"],
-               "norm": pgd["norm"]}
+               "norm": pgd["norm"], "eval_seconds": pgd["seconds"]}
     aa_n = cfg.eval.autoattack_n if plan.autoattack_n is None else plan.autoattack_n
     if aa_n:
         aa = evaluate_run(run_dir, EvalOptions(
@@ -116,7 +116,8 @@ def _evaluate(run_dir: Path, plan: EvalPlan, cfg: Config) -> dict:
             autoattack_state=str(run_dir / "autoattack_state.json"),
             out=str(run_dir / "eval_autoattack.json"), **common))
         summary.update(autoattack=aa["worst_case_accuracy"], autoattack_n=aa["n"],
-                       autoattack_clean=aa["clean_accuracy"])
+                       autoattack_clean=aa["clean_accuracy"],
+                       eval_seconds=summary["eval_seconds"] + aa["seconds"])
     return summary
 
 
@@ -126,28 +127,34 @@ def run_study(variants: dict[str, Config], out_dir: str | Path, plan: EvalPlan =
 
     The summaries (and the digest of the weights each was computed on) are kept in
     ``out_dir/study.json`` after every evaluation, so an interrupted study loses at
-    most the run or evaluation in progress.
+    most the run or evaluation in progress. ``out_dir`` is locked for the whole call:
+    a second study into it is refused, naming the process that holds it.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = _read_state(out_dir)
-    for index, (name, cfg) in enumerate(variants.items(), 1):
-        run_dir = out_dir / name
-        log(f"[{index}/{len(variants)}] {name}: training ({run_dir})")
-        started = time.time()
-        _train(name, cfg, run_dir)
-        digest = weights_digest(run_dir, plan.which)
-        saved = state.get(name, {})
-        if saved.get("weights_sha256") == digest and saved.get("plan") == _plan_key(plan):
-            log(f"[{index}/{len(variants)}] {name}: evaluated already (same weights)")
-            continue
-        log(f"[{index}/{len(variants)}] {name}: evaluating on the test split")
-        summary = _evaluate(run_dir, plan, cfg)
-        state[name] = {"weights_sha256": digest, "plan": _plan_key(plan), "summary": summary,
-                       "config": config_to_dict(cfg), "train_seconds": _train_seconds(run_dir),
-                       "eval_seconds": round(time.time() - started, 1)}
-        write_json_atomic(out_dir / STATE, state)
+    with run_lock(out_dir):
+        state = _read_state(out_dir)
+        for index, (name, cfg) in enumerate(variants.items(), 1):
+            _run_variant(f"[{index}/{len(variants)}] {name}", name, cfg, out_dir, plan, state, log)
     return {name: state[name] for name in variants}
+
+
+def _run_variant(label: str, name: str, cfg: Config, out_dir: Path, plan: EvalPlan,
+                 state: dict, log) -> None:
+    """Train one variant (resuming) and evaluate it unless ``state`` already holds an
+    evaluation of the same weights under the same plan."""
+    run_dir = out_dir / name
+    log(f"{label}: training ({run_dir})")
+    _train(cfg, run_dir)
+    digest = weights_digest(run_dir, plan.which)
+    saved = state.get(name, {})
+    if saved.get("weights_sha256") == digest and saved.get("plan") == _plan_key(plan):
+        log(f"{label}: evaluated already (same weights)")
+        return
+    log(f"{label}: evaluating on the test split")
+    summary = _evaluate(run_dir, plan, cfg)
+    state[name] = {"weights_sha256": digest, "plan": _plan_key(plan), "summary": summary,
+                   "config": config_to_dict(cfg), "train_seconds": _train_seconds(run_dir)}
+    write_json_atomic(out_dir / STATE, state)
 
 
 def _plan_key(plan: EvalPlan) -> dict:
