@@ -111,18 +111,18 @@ def verdicts(results: dict) -> list[str]:
 
 
 def table(results: dict) -> str:
-    rows = ["| data | run | preset | clean | PGD-40 | AutoAttack | AA n | train (steps) | eval |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| data | run | preset | clean | PGD-40 | AutoAttack | AA n | train (steps) | eval | threads |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for name, (dataset, preset, overrides) in RUNS.items():
         entry = results.get(name)
         if entry is None:
-            rows.append(f"| {dataset} | {name} | `{Path(preset).name}` | not run yet | | | | | |")
+            rows.append(f"| {dataset} | {name} | `{Path(preset).name}` | not run yet | | | | | | |")
             continue
         s = entry["summary"]
         rows.append(f"| {dataset} | {name} | `{Path(preset).name}`{' ' + ' '.join(overrides) if overrides else ''} | "
                     f"{pct(s['clean'])} | {pct(s['pgd'])} | {pct(s.get('autoattack'))} | "
                     f"{s.get('autoattack_n', '–')} | {entry['train_seconds'] / 60:.1f} min | "
-                    f"{s['eval_seconds'] / 60:.1f} min |")
+                    f"{s['eval_seconds'] / 60:.1f} min | {entry['threads']} |")
     machines = sorted({e["machine"] for e in results.values()}) or [cpu_name()]
     torches = sorted({e["torch"] for e in results.values()}) or [torch.__version__]
     head = (f"Written by `python benchmarks/quality.py` ({len(results)} of {len(RUNS)} runs done). "
@@ -130,8 +130,25 @@ def table(results: dict) -> str:
             "(L∞, step 2.5ε/40, random start) on the whole test set (n = 10000); AutoAttack "
             "standard on the first n test images; checkpoint chosen on the validation split. "
             "Times: the training steps (validation excluded) and the whole evaluation, on "
-            "the machine named.\n\n")
-    return head + "\n".join(rows) + "\n\n" + "\n".join(verdicts(results)) + "\n"
+            "the machine named, with the number of threads each run used (runs with 1 thread "
+            "ran two at a time, one per core).\n\n")
+    return head + "\n".join(rows) + "\n\n" + "\n".join(verdicts(results) + [recipe(results)]) + "\n"
+
+
+def recipe(results: dict) -> str:
+    """The recipe target: AutoAttack >= 92% on the first 1000 MNIST test images after at
+    most 30 minutes of training on 2 cores; met, missed, or not measurable yet."""
+    mnist = [(e["summary"]["autoattack"], name, e) for name, e in results.items()
+             if name.startswith("mnist") and e["summary"].get("autoattack") is not None]
+    if not mnist:
+        return "- Recipe target (AutoAttack >= 92% on 1000 MNIST images, <= 30 min): not measured yet."
+    accuracy, name, entry = max(mnist)
+    n, minutes = entry["summary"]["autoattack_n"], entry["train_seconds"] / 60
+    status = ("met" if accuracy >= 0.92 and minutes <= 30 else "missed") if n >= 1000 else \
+        f"not decided: n = {n} < 1000"
+    return (f"- Recipe target (AutoAttack >= 92% on the first 1000 MNIST images, <= 30 min of "
+            f"training): best so far {name}, {pct(accuracy)}% on n = {n} after {minutes:.0f} min "
+            f"of training steps ({entry['threads']} thread(s)): {status}.")
 
 
 def headline(results: dict) -> str:

@@ -79,7 +79,9 @@ def describe(name: str, cfg: Config) -> str:
     from adrnet.train.builders import build_objective
     objective = build_objective(cfg)
     weights = ", ".join(f"{COMPONENTS.get(n, n)}={w:g}" for n, w in objective.active.items())
-    extras = [f"latent_norm={cfg.objective.latent_norm}"] if cfg.objective.latent_norm != "none" else []
+    compactness = {"local_compactness", "global_compactness"} & set(objective.active)
+    extras = ([f"latent_norm={cfg.objective.latent_norm}"]
+              if compactness and cfg.objective.latent_norm != "none" else [])
     if cfg.objective.adr_warmup_epochs:
         extras.append(f"adr_warmup_epochs={cfg.objective.adr_warmup_epochs:g}")
     return f"{name:<10} {cfg.objective.name}: {weights}" + (f" ({', '.join(extras)})" if extras else "")
