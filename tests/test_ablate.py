@@ -97,3 +97,20 @@ def test_a_study_directory_in_use_is_refused_naming_its_process(tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith("error:") and str(os.getpid()) in err
     assert not (out / "base").exists()  # nothing was trained
+
+
+def test_an_evaluation_on_disk_for_the_same_weights_is_reused(tmp_path, monkeypatch):
+    """A study stopped during AutoAttack keeps its finished PGD evaluation: a rerun whose
+    study.json lost the entry reuses eval.json (same weights) instead of attacking again."""
+    from adrnet.study import EvalPlan, run_study
+    _, raw = _config(tmp_path)
+    variants = {"full": config_from_dict(raw)}
+    plan = EvalPlan(pgd_steps=3, autoattack_n=4, autoattack_version="custom",
+                    autoattack_attacks=("apgd-ce",), progress=False, diagnostics=False)
+    first = run_study(variants, tmp_path / "s", plan)["full"]["summary"]
+    (tmp_path / "s" / "study.json").unlink()
+    monkeypatch.setattr("adrnet.eval.evaluate.evaluate_run", lambda *a, **k: 1 / 0)
+    assert run_study(variants, tmp_path / "s", plan)["full"]["summary"] == first
+    other = EvalPlan(pgd_steps=4, autoattack_n=0, progress=False, diagnostics=False)
+    with pytest.raises(ZeroDivisionError):  # other PGD settings: evaluated again
+        run_study(variants, tmp_path / "s", other)

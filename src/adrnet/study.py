@@ -99,28 +99,64 @@ def _train(cfg: Config, run_dir: Path) -> None:
     train(cfg, run_dir, resume=has_checkpoint(run_dir))
 
 
-def _evaluate(run_dir: Path, plan: EvalPlan, cfg: Config) -> dict:
-    """Clean + PGD-k on the whole test split, then AutoAttack on its first n images."""
-    from adrnet.eval.evaluate import EvalOptions, evaluate_run
+def _evaluate(run_dir: Path, plan: EvalPlan, cfg: Config, digest: str) -> dict:
+    """Clean + PGD-k on the whole test split, then AutoAttack on its first n images.
+    An evaluation already on disk for the same weights and settings is reused, so a
+    study stopped during AutoAttack does not redo its PGD evaluation."""
     common = dict(which=plan.which, device=plan.device, progress=plan.progress, split="test")
-    pgd = evaluate_run(run_dir, EvalOptions(attacks=("pgd",), steps=plan.pgd_steps,
-                                            diagnostics=plan.diagnostics,
-                                            out=str(run_dir / "eval.json"), **common))
+    steps = plan.pgd_steps or cfg.eval.test_steps
+    pgd = _evaluation(run_dir / "eval.json", digest, dict(
+        attacks=("pgd",), steps=plan.pgd_steps, diagnostics=plan.diagnostics, **common),
+        lambda r: r["n"] == _test_size(cfg) and f"pgd-{steps}" in r["attack_accuracy"])
     (label, accuracy), = pgd["attack_accuracy"].items()  # "pgd-K": the one attack run
     summary = {"n": pgd["n"], "clean": pgd["clean_accuracy"], "pgd": accuracy,
                "pgd_steps": pgd["attack_settings"][label]["steps"], "eps": pgd["eps"],
                "norm": pgd["norm"], "eval_seconds": pgd["seconds"]}
     aa_n = cfg.eval.autoattack_n if plan.autoattack_n is None else plan.autoattack_n
     if aa_n:
-        aa = evaluate_run(run_dir, EvalOptions(
+        aa = _evaluation(run_dir / "eval_autoattack.json", digest, dict(
             attacks=("autoattack",), n=aa_n, diagnostics=False,
             autoattack_version=plan.autoattack_version, autoattack_attacks=plan.autoattack_attacks,
-            autoattack_state=str(run_dir / "autoattack_state.json"),
-            out=str(run_dir / "eval_autoattack.json"), **common))
+            autoattack_state=str(run_dir / "autoattack_state.json"), **common),
+            lambda r: r["n"] == aa_n and _aa_settings(r) == _aa_settings_of(plan))
         summary.update(autoattack=aa["worst_case_accuracy"], autoattack_n=aa["n"],
                        autoattack_clean=aa["clean_accuracy"],
                        eval_seconds=summary["eval_seconds"] + aa["seconds"])
     return summary
+
+
+def _evaluation(path: Path, digest: str, options: dict, matches) -> dict:
+    """The record in ``path`` when it is of these weights, split and checkpoint and
+    ``matches(record)``; else a new evaluation written there."""
+    from adrnet.eval.evaluate import EvalOptions, evaluate_run
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        record = None
+    if (isinstance(record, dict) and record.get("weights_sha256") == digest
+            and record.get("split") == options["split"] and record.get("which") == options["which"]):
+        try:
+            if matches(record):
+                return record
+        except (KeyError, TypeError):
+            pass  # a record of another shape: evaluate again
+    return evaluate_run(path.parent, EvalOptions(out=str(path), **options))
+
+
+def _aa_settings(record: dict) -> tuple:
+    settings = record["attack_settings"]["autoattack"]
+    return settings["version"], tuple(settings["attacks"] or ())
+
+
+def _aa_settings_of(plan: EvalPlan) -> tuple:
+    return plan.autoattack_version, tuple(plan.autoattack_attacks or ())
+
+
+def _test_size(cfg: Config) -> int:
+    from adrnet.data import load_splits
+    splits = load_splits(cfg.data.name, root=cfg.data.root, val_size=cfg.data.val_size,
+                         seed=cfg.data.split_seed)
+    return len(splits.test.y)
 
 
 def run_study(variants: dict[str, Config], out_dir: str | Path, plan: EvalPlan = EvalPlan(),
@@ -153,7 +189,7 @@ def _run_variant(label: str, name: str, cfg: Config, out_dir: Path, plan: EvalPl
         log(f"{label}: evaluated already (same weights)")
         return
     log(f"{label}: evaluating on the test split")
-    summary = _evaluate(run_dir, plan, cfg)
+    summary = _evaluate(run_dir, plan, cfg, digest)
     state[name] = {"weights_sha256": digest, "plan": _plan_key(plan), "summary": summary,
                    "config": config_to_dict(cfg), "train_seconds": _train_seconds(run_dir)}
     write_json_atomic(out_dir / STATE, state)
