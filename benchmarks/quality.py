@@ -54,9 +54,35 @@ RUNS = {
 
 
 def load_results() -> dict:
-    """The finished runs, one JSON file each (so that two processes can share the table)."""
-    return {name: json.loads((RESULTS / f"{name}.json").read_text())
-            for name in RUNS if (RESULTS / f"{name}.json").exists()}
+    """The finished runs, one JSON file each (so that two processes can share the table),
+    and, for a run still in AutoAttack, its recorded PGD evaluation (``"partial"``)."""
+    results = {}
+    for name in RUNS:
+        for path in (RESULTS / f"{name}.json", RESULTS / f"{name}.partial.json"):
+            if path.exists():
+                results[name] = json.loads(path.read_text())
+                break
+    return results
+
+
+def record_partial(name: str, work: Path) -> None:
+    """Save a run's finished PGD evaluation while its AutoAttack is still to come, so
+    the table can show it (and a later session can, without this machine's cache)."""
+    run_dir = work / name / name
+    if (RESULTS / f"{name}.json").exists() or not (run_dir / "eval.json").exists():
+        return
+    from adrnet.study import _train_seconds, weights_digest
+    pgd = json.loads((run_dir / "eval.json").read_text())
+    if pgd.get("weights_sha256") != weights_digest(run_dir, "best"):
+        return
+    (label, accuracy), = pgd["attack_accuracy"].items()
+    dataset, preset, overrides = RUNS[name]
+    write_json_atomic(RESULTS / f"{name}.partial.json", {
+        "partial": True, "dataset": dataset, "preset": preset, "overrides": overrides,
+        "summary": {"n": pgd["n"], "clean": pgd["clean_accuracy"], "pgd": accuracy,
+                    "eval_seconds": pgd["seconds"]},
+        "train_seconds": _train_seconds(run_dir), "machine": cpu_name(), "threads": "–",
+        "torch": torch.__version__})
 
 
 def run_one(name: str, args) -> dict:
@@ -120,12 +146,15 @@ def table(results: dict) -> str:
             continue
         s = entry["summary"]
         rows.append(f"| {dataset} | {name} | `{Path(preset).name}`{' ' + ' '.join(overrides) if overrides else ''} | "
-                    f"{pct(s['clean'])} | {pct(s['pgd'])} | {pct(s.get('autoattack'))} | "
+                    f"{pct(s['clean'])} | {pct(s['pgd'])} | "
+                    f"{'pending' if entry.get('partial') else pct(s.get('autoattack'))} | "
                     f"{s.get('autoattack_n', '–')} | {entry['train_seconds'] / 60:.1f} min | "
                     f"{s['eval_seconds'] / 60:.1f} min | {entry['threads']} |")
     machines = sorted({e["machine"] for e in results.values()}) or [cpu_name()]
     torches = sorted({e["torch"] for e in results.values()}) or [torch.__version__]
-    head = (f"Written by `python benchmarks/quality.py` ({len(results)} of {len(RUNS)} runs done). "
+    pending = sum(bool(e.get("partial")) for e in results.values())
+    head = (f"Written by `python benchmarks/quality.py` ({len(results) - pending} of {len(RUNS)} "
+            f"runs done, {pending} with AutoAttack still running). "
             f"Machine: {'; '.join(machines)}; torch {', '.join(torches)}. Clean and PGD-{PGD_STEPS} "
             "(L∞, step 2.5ε/40, random start) on the whole test set (n = 10000); AutoAttack "
             "standard on the first n test images; checkpoint chosen on the validation split. "
@@ -190,12 +219,15 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in RUNS:
+        record_partial(name, Path(args.work))
     results = load_results()
     for name in [] if args.table_only else (args.only or RUNS):
-        if name in results:
+        if name in results and not results[name].get("partial"):
             continue
         print(f"== {name}", flush=True)
         write_json_atomic(RESULTS / f"{name}.json", run_one(name, args))
+        (RESULTS / f"{name}.partial.json").unlink(missing_ok=True)
         write_docs(load_results())
     results = load_results()
     write_docs(results)
