@@ -71,7 +71,7 @@ def record_partial(name: str, work: Path) -> None:
     run_dir = work / name / name
     if (RESULTS / f"{name}.json").exists() or not (run_dir / "eval.json").exists():
         return
-    from adrnet.study import _train_seconds, weights_digest
+    from adrnet.study import train_seconds, weights_digest
     pgd = json.loads((run_dir / "eval.json").read_text())
     if pgd.get("weights_sha256") != weights_digest(run_dir, "best"):
         return
@@ -81,7 +81,7 @@ def record_partial(name: str, work: Path) -> None:
         "partial": True, "dataset": dataset, "preset": preset, "overrides": overrides,
         "summary": {"n": pgd["n"], "clean": pgd["clean_accuracy"], "pgd": accuracy,
                     "eval_seconds": pgd["seconds"]},
-        "train_seconds": _train_seconds(run_dir), "machine": cpu_name(), "threads": "–",
+        "train_seconds": train_seconds(run_dir), "machine": cpu_name(), "threads": "–",
         "torch": torch.__version__})
 
 

@@ -191,7 +191,7 @@ def _run_variant(label: str, name: str, cfg: Config, out_dir: Path, plan: EvalPl
     log(f"{label}: evaluating on the test split")
     summary = _evaluate(run_dir, plan, cfg, digest)
     state[name] = {"weights_sha256": digest, "plan": _plan_key(plan), "summary": summary,
-                   "config": config_to_dict(cfg), "train_seconds": _train_seconds(run_dir)}
+                   "config": config_to_dict(cfg), "train_seconds": train_seconds(run_dir)}
     write_json_atomic(out_dir / STATE, state)
 
 
@@ -201,7 +201,7 @@ def _plan_key(plan: EvalPlan) -> dict:
             "autoattack": [plan.autoattack_version, list(plan.autoattack_attacks or [])]}
 
 
-def _train_seconds(run_dir: Path) -> float:
+def train_seconds(run_dir: Path) -> float:
     """Training time of a run: the sum of its epoch records' ``time_s``."""
     path = run_dir / "metrics.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
