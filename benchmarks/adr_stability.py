@@ -33,7 +33,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from adrnet.attacks import Linf, pgd
 from adrnet.data import DATASETS, load_splits
 from adrnet.models import build_model
 from adrnet.objectives import ADR_TERMS, make_objective, terms
+from quality import cpu_name  # benchmarks/quality.py: the CPU model beside absolute times
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 RESULTS = Path(__file__).resolve().parent / "results" / "adr_stability"
@@ -338,13 +338,6 @@ def claim(row: dict) -> bool:
             except (ValueError, ProcessLookupError):
                 path.unlink(missing_ok=True)  # its process died: take the row over
     return False
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

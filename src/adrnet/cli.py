@@ -60,34 +60,39 @@ def _ablate_parser(subparsers) -> None:
     _config_options(p)
     p.add_argument("--out", metavar="DIR", help="study directory (default: runs/ablate_<config name>)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their weights, train nothing")
-    p.add_argument("--pgd-steps", type=_positive_int, help="PGD-k of the evaluation "
+    p.add_argument("--pgd-steps", type=positive_int, help="PGD-k of the evaluation "
                    "(default: the config's eval.test_steps)")
-    p.add_argument("--aa-n", type=_non_negative_int, help="AutoAttack on the first N test images "
+    p.add_argument("--aa-n", type=non_negative_int, help="AutoAttack on the first N test images "
                    "(default: the config's eval.autoattack_n; 0: none)")
     p.add_argument("--which", choices=("best", "last"), default="best",
                    help="checkpoint to evaluate (best: chosen on the validation split)")
-    p.add_argument("--aa-version", default="standard", choices=("standard", "plus", "rand", "custom"),
-                   help="AutoAttack version (standard needs 4 or more classes)")
-    p.add_argument("--aa-attacks", help="attacks of --aa-version custom, e.g. apgd-ce,square")
+    from adrnet.eval.cli import add_autoattack_options
+    add_autoattack_options(p, "AutoAttack version (standard needs 4 or more classes)")
     p.add_argument("--no-diagnostics", action="store_true", help="skip layer divergence and t-SNE")
     p.set_defaults(func=cmd_ablate)
 
 
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be > 0, got 0")
+def positive_int(text: str) -> int:
+    """argparse type: a whole number > 0 (shared by every subcommand)."""
+    value = _whole_number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
 def _data_parser(subparsers) -> None:
@@ -177,12 +182,9 @@ def cmd_ablate(args) -> int:
         print(f"{len(variants)} runs into {out_dir}/<name> (same seed, data and budget):")
         print("\n".join(describe(name, cfg) for name, cfg in variants.items()))
         return 0
-    if args.aa_attacks and args.aa_version != "custom":
-        raise ConfigError("--aa-attacks needs --aa-version custom")
+    from adrnet.eval.cli import autoattack_attacks
     plan = EvalPlan(pgd_steps=args.pgd_steps, autoattack_n=args.aa_n, which=args.which,
-                    autoattack_version=args.aa_version,
-                    autoattack_attacks=tuple(a.strip() for a in args.aa_attacks.split(","))
-                    if args.aa_attacks else None,
+                    autoattack_version=args.aa_version, autoattack_attacks=autoattack_attacks(args),
                     device=args.device or "auto", progress=not args.no_progress,
                     diagnostics=not args.no_diagnostics)
     results = run_study(variants, out_dir, plan)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from adrnet.cli import positive_int
 from adrnet.errors import ConfigError
 
 EVAL_EPILOG = """defaults come from the run's config.toml: eps and norm of its training
@@ -24,14 +25,18 @@ examples:
   adrnet eval runs/quick --norm l2 --eps 2.0 --sweep paper"""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
+def add_autoattack_options(p, version_help: str = "AutoAttack version") -> None:
+    """--aa-version and --aa-attacks (eval and ablate); read back by :func:`autoattack_attacks`."""
+    from adrnet.eval.autoattack import AA_VERSIONS
+    p.add_argument("--aa-version", default="standard", choices=AA_VERSIONS, help=version_help)
+    p.add_argument("--aa-attacks", help="AutoAttack attacks for --aa-version custom, e.g. apgd-ce,square")
+
+
+def autoattack_attacks(args) -> tuple[str, ...] | None:
+    """The --aa-attacks list (only with --aa-version custom), or None."""
+    if args.aa_attacks and args.aa_version != "custom":
+        raise ConfigError("--aa-attacks needs --aa-version custom")
+    return tuple(a.strip() for a in args.aa_attacks.split(",")) if args.aa_attacks else None
 
 
 def _eval_parser(subparsers) -> None:
@@ -45,20 +50,19 @@ def _eval_parser(subparsers) -> None:
     p.add_argument("--norm", choices=("linf", "l2"), help="threat model (default: the run's)")
     p.add_argument("--n", type=int, help="first N examples of the split (default: all; 1000 with autoattack or bb)")
     p.add_argument("--split", choices=("test", "val"), default="test")
-    p.add_argument("--steps", type=_positive_int, help="PGD/CW steps (default: eval.test_steps)")
+    p.add_argument("--steps", type=positive_int, help="PGD/CW steps (default: eval.test_steps)")
     p.add_argument("--step-size", help="PGD/CW step size (default 2.5*eps/steps)")
-    p.add_argument("--restarts", type=_positive_int, help="PGD/CW random restarts (default: eval.test_restarts)")
-    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--restarts", type=positive_int, help="PGD/CW random restarts (default: eval.test_restarts)")
+    p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
     p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint of a run directory")
     p.add_argument("--data-root", help="data directory (default: the run's)")
     p.add_argument("--sweep", metavar="EPS_LIST", help="also sweep eps: 'paper' or e.g. 0.1,0.2,0.3 or 2/255,4/255")
     p.add_argument("--sanity", action="store_true", help="run the gradient-masking checks")
-    p.add_argument("--sanity-n", type=_positive_int, default=200, help="examples for --sanity (200)")
+    p.add_argument("--sanity-n", type=positive_int, default=200, help="examples for --sanity (200)")
     p.add_argument("--no-diagnostics", action="store_true", help="skip layer divergence and t-SNE")
-    p.add_argument("--diagnostics-n", type=_positive_int, default=200, help="examples for the diagnostics (200)")
-    p.add_argument("--aa-version", default="standard", choices=("standard", "plus", "rand", "custom"))
-    p.add_argument("--aa-attacks", help="AutoAttack attacks for --aa-version custom, e.g. apgd-ce,square")
+    p.add_argument("--diagnostics-n", type=positive_int, default=200, help="examples for the diagnostics (200)")
+    add_autoattack_options(p)
     p.add_argument("--aa-state", help="AutoAttack progress file: rerun the same command to resume")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output file (default RUN_DIR/eval.json)")
@@ -86,8 +90,6 @@ def options_from_args(args):
     from adrnet.eval.attacks_suite import parse_attack_names
     from adrnet.eval.evaluate import EvalOptions
     from adrnet.eval.sweep import parse_eps, parse_eps_list, parse_number
-    if args.aa_attacks and args.aa_version != "custom":
-        raise ConfigError("--aa-attacks needs --aa-version custom")
     sweep = None
     if args.sweep:  # "paper" needs the data set: resolved from the config in evaluate_run
         sweep = args.sweep if args.sweep.strip().lower() in ("paper", "default") else tuple(parse_eps_list(args.sweep))
@@ -98,8 +100,7 @@ def options_from_args(args):
         restarts=args.restarts, batch_size=args.batch_size, device=args.device, which=args.which,
         data_root=args.data_root, sweep=sweep, sanity=args.sanity, sanity_n=args.sanity_n,
         diagnostics=not args.no_diagnostics, diagnostics_n=args.diagnostics_n,
-        autoattack_version=args.aa_version,
-        autoattack_attacks=tuple(a.strip() for a in args.aa_attacks.split(",")) if args.aa_attacks else None,
+        autoattack_version=args.aa_version, autoattack_attacks=autoattack_attacks(args),
         autoattack_state=args.aa_state, seed=args.seed, progress=not args.no_progress, out=args.out)
 
 
