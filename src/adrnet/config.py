@@ -315,15 +315,13 @@ def _check_registry(key: str, value: str, module: str, name: str) -> None:
                           f"(got {value!r})")
 
 
-TERM_NAMES = ("ce_clean", "ce_adv", "trades_kl", "local_compactness", "local_smoothness",
-              "global_compactness", "global_smoothness", "entropy", "mart_bce", "mart_kl")
-
-
 def _check_weights(weights: dict[str, float]) -> None:
+    """Term names from the objectives' own list (one place for them), and weights >= 0."""
+    names = _registry("adrnet.objectives", "TERM_NAMES")
     for term, weight in weights.items():
-        if term not in TERM_NAMES:
+        if names is not None and term not in names:
             raise ConfigError(f"unknown config key 'objective.weights.{term}'; allowed "
-                              f"terms: {', '.join(TERM_NAMES)}")
+                              f"terms: {', '.join(names)}")
         if weight < 0:
             raise ConfigError(f"config key 'objective.weights.{term}' must be >= 0 "
                               f"(got {weight})")
