@@ -15,7 +15,7 @@ is never redone. Rerun the same command to continue; ``--only NAME`` runs one en
 (two processes with different ``--only``, each pinned to one core with one thread,
 are the fastest use of 2 cores).
 
-Usage: python benchmarks/quality.py [--aa-n 500] [--only mnist_adr_pgd_s0] [--table-only]
+Usage: python benchmarks/quality.py [--aa-n 500] [--only mnist_adr_pgd_s0] [--pgd-only] [--table-only]
 Needs MNIST (`adrnet data fetch mnist`) and Fashion-MNIST (Debian's
 dataset-fashion-mnist). Budget: about 4 hours of CPU for the whole table.
 """
@@ -217,6 +217,9 @@ def main() -> None:
     parser.add_argument("--work", default=str(Path(os.environ.get("ADRNET_CACHE", Path.home() / ".cache" / "adrnet")) / "quality"))
     parser.add_argument("--only", choices=tuple(RUNS), action="append")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--pgd-only", action="store_true",
+                        help="train and run PGD-40 only; AutoAttack on a later call (so a core "
+                             "can train the next run before the slow attack)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in RUNS:
@@ -226,6 +229,10 @@ def main() -> None:
         if name in results and not results[name].get("partial"):
             continue
         print(f"== {name}", flush=True)
+        if args.pgd_only:
+            run_one(name, argparse.Namespace(**{**vars(args), "aa_n": 0}))
+            record_partial(name, Path(args.work))
+            continue
         write_json_atomic(RESULTS / f"{name}.json", run_one(name, args))
         (RESULTS / f"{name}.partial.json").unlink(missing_ok=True)
         write_docs(load_results())
