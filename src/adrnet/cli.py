@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from adrnet.config import DEVICES
+from adrnet.device import DEVICES
 from adrnet.errors import AdrnetError, ConfigError
 
 TOY = ("moons", "circles", "blobs")

@@ -24,6 +24,7 @@ from typing import Any, Literal, Optional
 import tomli_w
 
 from adrnet.config_values import check_ranges, coerce_section, parse_override
+from adrnet.device import DEVICES
 from adrnet.errors import ConfigError
 
 
@@ -142,7 +143,6 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def config_from_dict(raw: dict) -> Config:
@@ -272,12 +272,12 @@ def _check_consistency(cfg: Config) -> None:
 def _check_radius(cfg: Config) -> None:
     """attack.eps within the bound of its threat model (adrnet.attacks.threats), for
     the inputs of the data set (√(2^32) for L2 while the data registry is unavailable)."""
-    threats, datasets = _registry("adrnet.attacks", "THREATS"), _registry("adrnet.data", "DATASETS")
-    if threats is None:
+    make_threat, datasets = _registry("adrnet.attacks", "make_threat"), _registry("adrnet.data", "DATASETS")
+    if make_threat is None:
         return
     dim = math.prod(datasets[cfg.data.name].shape) if datasets else None
     try:
-        threats[cfg.attack.threat](cfg.attack.eps).check_dim(dim)
+        make_threat(cfg.attack.threat, cfg.attack.eps, dim)
     except ConfigError as exc:
         raise ConfigError(f"config key 'attack.eps': {exc}") from None
 

@@ -18,19 +18,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from adrnet.device import as_float32
 from adrnet.errors import ConfigError
 
 
-def _float(t: torch.Tensor) -> torch.Tensor:
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
-
-
 def ce_loss(logits_adv, y, logits_clean=None):
-    return F.cross_entropy(_float(logits_adv), y, reduction="none")
+    return F.cross_entropy(as_float32(logits_adv), y, reduction="none")
 
 
 def cw_loss(logits_adv, y, logits_clean=None):
-    logits = _float(logits_adv)
+    logits = as_float32(logits_adv)
     true_logit = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
     return others.amax(dim=1) - true_logit
@@ -39,8 +36,8 @@ def cw_loss(logits_adv, y, logits_clean=None):
 def kl_loss(logits_adv, y, logits_clean=None):
     if logits_clean is None:
         raise ValueError("the kl attack loss needs logits_clean")
-    log_p = F.log_softmax(_float(logits_clean).detach(), dim=1)
-    log_q = F.log_softmax(_float(logits_adv), dim=1)
+    log_p = F.log_softmax(as_float32(logits_clean).detach(), dim=1)
+    log_q = F.log_softmax(as_float32(logits_adv), dim=1)
     return (log_p.exp() * (log_p - log_q)).sum(dim=1)
 
 

@@ -80,6 +80,12 @@ def _score(model, x_adv, y, loss, logits_clean, sign):
     return fooled, per_example.float()
 
 
+def default_step_size(eps: float, steps: int) -> float:
+    """2.5 ε / k: the step size at which k PGD steps can cross the ball and back
+    (Madry et al., ICLR 2018), used wherever the user leaves it unset."""
+    return 2.5 * eps / steps
+
+
 def pgd(model, x, y, *, threat, steps, step_size, loss="ce", random_start=True,
         restarts=1, targeted=False, keep_train_mode=False, logits_clean=None):
     """Return adversarial examples x' with x' in the threat's ball around x and in [0, 1].

@@ -126,11 +126,15 @@ class L2(_Ball):
 THREATS = {"linf": Linf, "l2": L2}
 
 
-def make_threat(norm: str, eps: float):
-    """Threat model by name ("linf" or "l2")."""
+def make_threat(norm: str, eps: float, dim: int | None = None):
+    """Threat model by name ("linf" or "l2"); its radius is checked against the ball's
+    bound (for inputs of ``dim`` values when given). The one place ε and norm are
+    validated: config, training and every evaluation call this."""
     if norm not in THREATS:
-        raise ConfigError(f"unknown norm {norm!r}; allowed: {', '.join(THREATS)}")
-    return THREATS[norm](eps)
+        raise ConfigError(f"unknown norm {norm!r}; choose one of {', '.join(THREATS)}")
+    threat = THREATS[norm](eps)
+    threat.check_dim(dim)
+    return threat
 
 
 def trades_init(threat, x: torch.Tensor) -> torch.Tensor:

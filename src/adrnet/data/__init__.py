@@ -9,7 +9,7 @@ Default data locations: see :mod:`adrnet.data.paths`.
 """
 
 from adrnet.data.augment import random_crop_flip
-from adrnet.data.batches import iterate_batches, seeded_generator
+from adrnet.data.batches import iterate_batches
 from adrnet.data.fetch import fetch_mnist
 from adrnet.data.info import DATASETS, DatasetInfo, Splits, TensorPair
 from adrnet.data.paths import default_cache_dir, default_roots
@@ -18,5 +18,5 @@ from adrnet.data.splits import DEFAULT_VAL_SIZE, load_splits
 __all__ = [
     "DATASETS", "DEFAULT_VAL_SIZE", "DatasetInfo", "Splits", "TensorPair",
     "default_cache_dir", "default_roots", "fetch_mnist", "iterate_batches",
-    "load_splits", "random_crop_flip", "seeded_generator",
+    "load_splits", "random_crop_flip",
 ]

@@ -18,21 +18,15 @@ the single-process batch of size ``batch_size * world_size``.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterator
 
 import torch
 
 from adrnet.errors import ConfigError
+from adrnet.seeds import seeded_generator
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-
-def seeded_generator(*parts: int) -> torch.Generator:
-    """A CPU generator whose seed is a stable hash of the integers ``parts``."""
-    digest = hashlib.blake2b(repr(tuple(int(p) for p in parts)).encode(), digest_size=8)
-    return torch.Generator().manual_seed(int.from_bytes(digest.digest(), "little") >> 1)
 
 
 def _check(batch_size: int, start_step: int, rank: int, world_size: int) -> None:

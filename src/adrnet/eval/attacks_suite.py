@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Callable
 
-from adrnet.attacks import THREATS, fgsm, multi_targeted, pgd
+from adrnet.attacks import THREATS, fgsm, make_threat, multi_targeted, pgd
+from adrnet.attacks.pgd import default_step_size
 from adrnet.errors import ConfigError
 
 WHITE_BOX = ("fgsm", "pgd", "cw", "mt")
@@ -60,9 +61,7 @@ class AttackSettings:
 def check_eps(eps: float, norm: str, dim: int | None = None) -> None:
     """Refuse unknown norms and radii outside the threat model's bound (for inputs
     of ``dim`` values when given); the bound itself lives in the threat model."""
-    if norm not in NORMS:
-        raise ConfigError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-    THREATS[norm](eps).check_dim(dim)
+    make_threat(norm, eps, dim)
 
 
 def parse_attack_names(text: str | list[str]) -> list[str]:
@@ -89,7 +88,7 @@ def attack_settings(name: str, *, norm: str, eps: float, steps: int = 20, restar
     if step_size is not None and not 0 < step_size < math.inf:  # 0 makes PGD a no-op
         raise ConfigError(f"the PGD step size must be a finite number > 0, got {step_size} "
                           "(--step-size); leave it out for 2.5*eps/steps")
-    size = 2.5 * eps / steps if step_size is None else float(step_size)
+    size = default_step_size(eps, steps) if step_size is None else float(step_size)
     loss = "ce" if name == "pgd" else "cw"  # cw and mt (multi-targeted) use the CW margin
     return AttackSettings(name, norm, float(eps), int(steps), size, int(restarts), loss, True)
 

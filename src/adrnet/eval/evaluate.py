@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from adrnet.atomic import output_file, read_small_file, write_json_atomic
+from adrnet.device import resolve_device
 from adrnet.errors import ConfigError, OutputError
 from adrnet.eval.attacks_suite import (attack_settings, build_attacks, check_eps, make_attack,
                                        parse_attack_names)
@@ -91,17 +92,7 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
     return replace(options, attacks=attacks, norm=norm, eps=eps, n=n, steps=steps, sweep=sweep,
                    step_size=step_size, restarts=options.restarts or cfg.eval.test_restarts,
                    batch_size=options.batch_size or cfg.eval.batch_size,
-                   device=pick_device(options.device))
-
-
-def pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ConfigError(f"--device must be cpu, cuda or auto, got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return name
+                   device=str(resolve_device(options.device)))
 
 
 def locate(target: Path, which: str, out: str | None) -> tuple[Path, Path]:

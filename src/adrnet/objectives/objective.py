@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from adrnet.device import as_float32
 from adrnet.errors import ConfigError
 from adrnet.objectives import terms
 
@@ -142,7 +143,7 @@ def _normalised(side, how: str):
     """(logits, z) with z scaled to unit L2 norm ("l2") or unit RMS ("rms") per example,
     in fp32; only the compactness terms read z, so nothing else changes."""
     logits, z = side
-    unit = F.normalize(terms.as_float(z), dim=1)
+    unit = F.normalize(as_float32(z), dim=1)
     return logits, unit * math.sqrt(z.shape[1]) if how == "rms" else unit
 
 
@@ -160,7 +161,7 @@ def _clean_columns(active, clean, y, gather) -> dict:
     if "global_compactness" in active:
         columns["z"] = _gathered(clean[1].detach(), gather)
     if "global_smoothness" in active:
-        columns["probs"] = _gathered(F.softmax(terms.as_float(clean[0]).detach(), dim=1), gather)
+        columns["probs"] = _gathered(F.softmax(as_float32(clean[0]).detach(), dim=1), gather)
     return columns
 
 

@@ -20,38 +20,35 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def as_float(t: torch.Tensor) -> torch.Tensor:
-    """fp32 for half-precision tensors (terms are never computed in bf16/fp16); fp64 stays."""
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+from adrnet.device import as_float32
 
 
 def ce_clean(logits_clean: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy on the clean pass."""
-    return F.cross_entropy(as_float(logits_clean), y)
+    return F.cross_entropy(as_float32(logits_clean), y)
 
 
 def ce_adv(logits_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy on the adversarial pass (the PGD-AT loss)."""
-    return F.cross_entropy(as_float(logits_adv), y)
+    return F.cross_entropy(as_float32(logits_adv), y)
 
 
 def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
     """Σ_i KL(p_i ‖ q_i) / b with gradient through both passes (TRADES' robust term)."""
-    log_p = F.log_softmax(as_float(logits_clean), dim=1)
-    log_q = F.log_softmax(as_float(logits_adv), dim=1)
+    log_p = F.log_softmax(as_float32(logits_clean), dim=1)
+    log_q = F.log_softmax(as_float32(logits_adv), dim=1)
     return (log_p.exp() * (log_p - log_q)).sum() / logits_clean.shape[0]
 
 
 def local_compactness(z_clean: torch.Tensor, z_adv: torch.Tensor) -> torch.Tensor:
     """mean_i (1/K) Σ_k |sg(z_ik) − z'_ik|: pulls each adversarial latent to its clean one."""
-    return (as_float(z_clean).detach() - as_float(z_adv)).abs().mean()
+    return (as_float32(z_clean).detach() - as_float32(z_adv)).abs().mean()
 
 
 def local_smoothness(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
     """mean_i −Σ_c sg(p_ic) log q_ic = KL(p‖q) + H(p), with gradient only into f'."""
-    p = F.softmax(as_float(logits_clean).detach(), dim=1)
-    return -(p * F.log_softmax(as_float(logits_adv), dim=1)).sum(dim=1).mean()
+    p = F.softmax(as_float32(logits_clean).detach(), dim=1)
+    return -(p * F.log_softmax(as_float32(logits_adv), dim=1)).sum(dim=1).mean()
 
 
 def pair_weights(y_rows: torch.Tensor, y_cols: torch.Tensor, scale: float, dtype=torch.float32) -> torch.Tensor:
@@ -67,8 +64,8 @@ def pair_weights(y_rows: torch.Tensor, y_cols: torch.Tensor, scale: float, dtype
 
 def global_compactness(z_adv, z_clean_cols, y_rows, y_cols, scale: float = 0.99) -> torch.Tensor:
     """mean over pairs (i adversarial, j clean) of w_ij (1/K) Σ_k |sg(z_jk) − z'_ik|."""
-    z_adv = as_float(z_adv)
-    z_cols = as_float(z_clean_cols).detach().to(z_adv.dtype)
+    z_adv = as_float32(z_adv)
+    z_cols = as_float32(z_clean_cols).detach().to(z_adv.dtype)
     distances = torch.cdist(z_adv, z_cols, p=1) / z_adv.shape[1]
     weights = pair_weights(y_rows, y_cols, scale, z_adv.dtype)
     return (weights * distances).mean()
@@ -76,8 +73,8 @@ def global_compactness(z_adv, z_clean_cols, y_rows, y_cols, scale: float = 0.99)
 
 def global_smoothness(logits_adv, probs_clean_cols, y_rows, y_cols, scale: float = 0.99) -> torch.Tensor:
     """mean over pairs of w_ij (−Σ_c sg(p_jc) log q_ic) = −(1/(bB)) Σ_i ⟨(W P)_i, log q_i⟩."""
-    log_q = F.log_softmax(as_float(logits_adv), dim=1)
-    probs = as_float(probs_clean_cols).detach().to(log_q.dtype)
+    log_q = F.log_softmax(as_float32(logits_adv), dim=1)
+    probs = as_float32(probs_clean_cols).detach().to(log_q.dtype)
     weights = pair_weights(y_rows, y_cols, scale, log_q.dtype)
     mixed_targets = weights @ probs
     return -(mixed_targets * log_q).sum() / (weights.shape[0] * weights.shape[1])
@@ -85,7 +82,7 @@ def global_smoothness(logits_adv, probs_clean_cols, y_rows, y_cols, scale: float
 
 def entropy(logits_adv: torch.Tensor) -> torch.Tensor:
     """mean_i H(q_i), gradient through both q and log q (a detached target would give zero)."""
-    log_q = F.log_softmax(as_float(logits_adv), dim=1)
+    log_q = F.log_softmax(as_float32(logits_adv), dim=1)
     return -(log_q.exp() * log_q).sum(dim=1).mean()
 
 
@@ -96,7 +93,7 @@ def adr_terms(z_clean, logits_clean, z_adv, logits_adv, y, scale: float = 0.99) 
     global_smoothness, entropy. Gradients reach z_adv / logits_adv only
     (method.md), for any number of classes, any batch size ≥ 1, fp32 or fp64.
     """
-    probs_clean = F.softmax(as_float(logits_clean).detach(), dim=1)
+    probs_clean = F.softmax(as_float32(logits_clean).detach(), dim=1)
     return {
         "local_compactness": local_compactness(z_clean, z_adv),
         "local_smoothness": local_smoothness(logits_clean, logits_adv),
@@ -122,7 +119,7 @@ def mart_bce(logits_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     second part pushes the strongest wrong class down. log(1 − q_k) is computed as
     logsumexp_{j≠k} f'_j − logsumexp_j f'_j, so it never takes the log of 0.
     """
-    logits = as_float(logits_adv)
+    logits = as_float32(logits_adv)
     true_class = F.one_hot(y, logits.shape[1]).bool()
     runner_up = logits.masked_fill(true_class, float("-inf")).argmax(dim=1)
     others = logits.scatter(1, runner_up[:, None], float("-inf"))
@@ -136,8 +133,8 @@ def mart_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tenso
     Examples the clean model gets wrong (small p_y) weigh most. Gradient flows
     through p (both inside the KL and through the weight) and through q.
     """
-    log_p = F.log_softmax(as_float(logits_clean), dim=1)
-    log_q = F.log_softmax(as_float(logits_adv), dim=1)
+    log_p = F.log_softmax(as_float32(logits_clean), dim=1)
+    log_q = F.log_softmax(as_float32(logits_adv), dim=1)
     kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
     p_true = log_p.gather(1, y[:, None]).squeeze(1).exp()
     return (kl * (1.0 - p_true)).mean()

@@ -74,7 +74,8 @@ def validation_step_size(cfg: Config) -> float:
     """``eval.val_step_size``, or 2.5 ε / k (Madry et al.'s rule) when unset."""
     if cfg.eval.val_step_size is not None:
         return cfg.eval.val_step_size
-    return 2.5 * cfg.attack.eps / cfg.eval.val_steps
+    from adrnet.attacks.pgd import default_step_size
+    return default_step_size(cfg.attack.eps, cfg.eval.val_steps)
 
 
 def load_data(cfg: Config):

@@ -37,9 +37,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from adrnet.device import resolve_device
 from adrnet.errors import ConfigError
 
-DEVICE_PREFS = ("auto", "cpu", "cuda")
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -73,23 +73,6 @@ def _env_int(name: str, default: int) -> int:
         ) from None
 
 
-def _pick_device(device_pref: str, local_rank: int, world_size: int) -> torch.device:
-    if device_pref not in DEVICE_PREFS:
-        raise ConfigError(f"device {device_pref!r} is unknown; use one of {DEVICE_PREFS}")
-    if device_pref == "cpu" or (device_pref == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but CUDA is not available; "
-                          "use device 'cpu' or 'auto'")
-    count = torch.cuda.device_count()
-    if world_size > 1 and local_rank >= count:
-        raise ConfigError(
-            f"LOCAL_RANK {local_rank} has no GPU: this machine has {count}; "
-            f"use --nproc_per_node={count} or fewer, or device 'cpu' (gloo)"
-        )
-    return torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
-
-
 def setup_distributed(device_pref: str = "auto",
                       timeout: datetime.timedelta | None = None) -> DistInfo:
     """Join the process group torchrun describes, or describe the single process.
@@ -104,7 +87,7 @@ def setup_distributed(device_pref: str = "auto",
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"RANK={rank} / WORLD_SIZE={world_size} are inconsistent; "
                           "let torchrun set them")
-    device = _pick_device(device_pref, local_rank, world_size)
+    device = resolve_device(device_pref, local_rank if world_size > 1 else None)
     if world_size > 1:
         _init_process_group(device, world_size, timeout)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank,
