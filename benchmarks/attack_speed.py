@@ -110,7 +110,7 @@ def load_subject(args):
         x, y = synthetic(max(args.n, args.batch), 2)
         return trained_smallcnn(args.train_steps), x, y
     from adrnet.eval.evaluate import load_eval_data
-    from adrnet.train import load_model
+    from adrnet import load_model
     model, cfg = load_model(args.run, map_location="cpu")
     x, y = load_eval_data(cfg, "test", max(args.n, args.batch), None)
     return model.eval(), x, y

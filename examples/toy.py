@@ -27,7 +27,8 @@ import torch
 from adrnet.attacks import Linf, pgd
 from adrnet.config import config_from_dict
 from adrnet.data import load_splits
-from adrnet.train import load_model, train
+from adrnet import load_model
+from adrnet.train import train
 
 EPS = 0.08
 OBJECTIVES = {"PGD-AT": {"name": "pgd_at"},

@@ -10,7 +10,7 @@ import pytest
 import tomli_w
 from safetensors.torch import load_file
 
-from adrnet.train.checkpoint import checkpoint_files
+from adrnet.runs.checkpoint import checkpoint_files
 
 # blobs (3 classes, 2-D features in [0, 1]) with a small MLP: a whole run takes ~1 s.
 TINY = {

@@ -19,7 +19,7 @@ from adrnet.errors import ConfigError
 from adrnet.objectives import make_objective
 from adrnet.train import train
 from adrnet.train.awp import ReusedAttack, awp_due, perturbed_weights, weight_perturbation
-from adrnet.train.step import TrainingDiverged, train_step
+from adrnet.train.loop import TrainingDiverged, train_step
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -99,7 +99,7 @@ def check_gather(info):
 
 def check_running_sums(info):
     """The epoch's running sums of both ranks added up (a key may be missing on one)."""
-    from adrnet.train.running import averages, sum_over_ranks
+    from adrnet.train.metrics import averages, sum_over_ranks
     mine = ({"examples": 3, "seconds": 1.0, "sum_loss": 3.0, "correct_adv": 2} if info.rank == 0
             else {"examples": 5, "seconds": 3.0, "sum_loss": 10.0, "correct_adv": 4,
                   "sum_entropy": 1.5})

@@ -83,7 +83,7 @@ def test_torchrun_cli_train_with_batchnorm_writes_checkpoint(tmp_path, data_writ
     epochs = [r for r in epochs if r.get("kind") == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2]  # written once, by rank 0 only
     assert epochs[-1]["val_examples"] == 4  # validation shards summed over the ranks
-    from adrnet.train import load_model
+    from adrnet import load_model
     model, _ = load_model(run_dir, which="last")
     bn = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert bn and all(torch.isfinite(m.running_var).all() for m in bn)

@@ -18,9 +18,10 @@ import torch
 from adrnet.config import config_from_dict
 from adrnet.errors import ConfigError
 from adrnet.train import train
-from adrnet.train.checkpoint import checkpoint_files
+from adrnet.runs.checkpoint import checkpoint_files
 from adrnet.train.resume import _local_running
-from adrnet.train.step import STEP_STREAM, derived_seed, step_seed
+from adrnet.seeds import derived_seed
+from adrnet.train.loop import STEP_STREAM, step_seed
 from _train_helpers import tiny_config
 
 

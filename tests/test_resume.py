@@ -16,9 +16,10 @@ import torch
 from adrnet.cli import main
 from adrnet.config import config_from_dict
 from adrnet.errors import CheckpointError, ConfigError, OutputError
-from adrnet.train import load_model, train
+from adrnet import load_model
+from adrnet.train import train
 from adrnet.atomic import write_bytes_atomic
-from adrnet.train.checkpoint import checkpoint_files, load_state_bytes
+from adrnet.runs.checkpoint import checkpoint_files, load_state_bytes
 from adrnet.train.signals import stop_on_signals
 from _train_helpers import (  # noqa: F401 (tiny_mnist is a fixture)
     launch, meta, records, same_tensors, tiny_config, tiny_mnist, wait_for_checkpoint, weights,
@@ -238,7 +239,7 @@ def test_interrupted_save_falls_back_to_the_previous_generation(run_copy):
     for role in ("weights", "state", "meta"):
         os.link(last.path(role), prev.path(role))
     tampered = {k: v + 1 for k, v in good.items()}
-    from adrnet.train.checkpoint import encode_weights
+    from adrnet.runs.checkpoint import encode_weights
     last.path("weights").unlink()  # a save replaces files (new inode): prev keeps the old
     last.path("weights").write_bytes(encode_weights(tampered))  # new weights, old JSON
     with pytest.warns(UserWarning, match="interrupted save"):
@@ -283,7 +284,7 @@ def test_interrupt_and_resume_is_bit_identical_with_dropout_bf16_channels_last(
         eval={"val_size": 40, "val_steps": 2})
     cfg = config_from_dict(raw)
     train(cfg, tmp_path / "reference")
-    from adrnet.train import run as run_module
+    from adrnet.train import state as run_module
     real = run_module.builders.build_objective
 
     def interrupting(config):

@@ -8,7 +8,8 @@ import torch
 
 from adrnet.config import config_from_dict, load_config
 from adrnet.errors import ConfigError
-from adrnet.train import TrainingDiverged, load_model, train
+from adrnet import load_model
+from adrnet.train import TrainingDiverged, train
 from adrnet.train.builders import load_data
 from adrnet.train.schedules import eps_factor, lr_factor
 from _train_helpers import (  # noqa: F401 (tiny_mnist is a fixture)
@@ -85,7 +86,7 @@ def test_load_model_matches_the_recorded_validation_accuracy(tmp_path):
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from adrnet.train import run as run_module
+    from adrnet.train import state as run_module
     real = run_module.builders.build_objective
     calls = []
 

@@ -139,7 +139,7 @@ def _overrides(args) -> list[str]:
 def _plan(args) -> tuple:
     """(config, run directory, resume?) from the train arguments."""
     from adrnet.config import load_config
-    from adrnet.train import has_checkpoint
+    from adrnet.runs import has_checkpoint
     if args.resume:
         if args.config or args.out:
             raise ConfigError("--resume RUN_DIR takes the config from RUN_DIR/config.toml: "

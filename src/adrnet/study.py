@@ -89,13 +89,14 @@ def describe(name: str, cfg: Config) -> str:
 
 def weights_digest(run_dir: Path, which: str) -> str:
     """SHA-256 of the weights of checkpoint ``which`` of a run (from its verified record)."""
-    from adrnet.train.checkpoint import checkpoint_files, open_checkpoint
+    from adrnet.runs.checkpoint import checkpoint_files, open_checkpoint
     _, meta = open_checkpoint(checkpoint_files(run_dir, which))
     return meta["files"]["weights"]["sha256"]
 
 
 def _train(cfg: Config, run_dir: Path) -> None:
-    from adrnet.train import has_checkpoint, train
+    from adrnet.runs import has_checkpoint
+    from adrnet.train import train
     train(cfg, run_dir, resume=has_checkpoint(run_dir))
 
 

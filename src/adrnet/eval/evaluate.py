@@ -15,6 +15,7 @@ Threat model: L∞ or L2 ball of radius ε (defaults: the run's training threat)
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -23,13 +24,13 @@ from pathlib import Path
 import torch
 
 from adrnet.atomic import output_file, read_small_file, write_json_atomic
+from adrnet.data import DATASETS
 from adrnet.device import resolve_device
 from adrnet.errors import ConfigError, OutputError
 from adrnet.eval.attacks_suite import (attack_settings, build_attacks, check_eps, make_attack,
                                        parse_attack_names)
 from adrnet.eval.autoattack import autoattack_eval
 from adrnet.eval.robust import robust_accuracy
-from adrnet.train.builders import input_values
 from adrnet.locking import file_lock
 
 
@@ -70,7 +71,7 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
         raise ConfigError(f"give --eps for --norm {norm}: the run was trained under "
                           f"{cfg.attack.threat} eps={cfg.attack.eps}, which is no {norm} radius")
     eps = cfg.attack.eps if options.eps is None else float(options.eps)
-    dim = input_values(cfg)
+    dim = math.prod(DATASETS[cfg.data.name].shape)  # values per input: bounds an L2 radius
     check_eps(eps, norm, dim)
     n = options.n
     if n is None and {"autoattack", "bb"} & set(attacks) and cfg.eval.autoattack_n:
@@ -98,7 +99,7 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
 def locate(target: Path, which: str, out: str | None) -> tuple[Path, Path]:
     """(checkpoint stem, output file): ``eval.json`` goes in the run directory, also
     when a checkpoint file is given; the stem names the checkpoint actually used."""
-    from adrnet.train import resolve_checkpoint
+    from adrnet.runs import resolve_checkpoint
     stem = resolve_checkpoint(target, which).stem.resolve()
     folder = stem.parent
     default = (folder.parent if folder.name == "checkpoints" else folder) / "eval.json"
@@ -207,7 +208,7 @@ def evaluate_run(target: str | Path, options: EvalOptions = EvalOptions()) -> di
     The output file is locked for the whole evaluation (a second ``adrnet eval``
     writing it is refused), and an earlier record there is checked before any
     attack runs. The returned record's ``notes`` say what was dropped from it."""
-    from adrnet.train import load_checkpoint
+    from adrnet.runs import load_checkpoint
     started = time.time()
     target = Path(target)
     loaded = load_checkpoint(target, map_location="cpu", which=options.which)

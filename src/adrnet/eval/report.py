@@ -79,7 +79,7 @@ def _stale(evaluation: dict | None, path: Path) -> str:
     """Why ``evaluation`` no longer describes its checkpoint ("" when it does, or when
     that cannot be told): the checkpoint's record names other weights than those the
     evaluation was computed on (the run was trained further after `adrnet eval`)."""
-    from adrnet.train.checkpoint import CheckpointFiles, read_meta
+    from adrnet.runs.checkpoint import CheckpointFiles, read_meta
     sha = (evaluation or {}).get("weights_sha256")
     if not sha or not evaluation.get("checkpoint"):
         return ""

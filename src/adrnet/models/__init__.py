@@ -67,6 +67,16 @@ def build_model(name: str, *, num_classes: int, in_shape: Sequence[int],
     return model
 
 
+def model_from_config(cfg) -> Classifier:
+    """The model a run config describes, for its data set (fresh initialisation from the
+    current torch RNG): what training builds and what a checkpoint is loaded into."""
+    from adrnet.data import DATASETS
+    info = DATASETS[cfg.data.name]
+    return build_model(cfg.model.name, num_classes=info.num_classes, in_shape=info.shape,
+                       mean=info.mean, std=info.std, latent=cfg.model.latent,
+                       **cfg.model.options)
+
+
 def _plain(options: dict) -> dict:
     """Tuples as lists, so the spec writes to JSON / TOML and compares equal after."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
@@ -99,4 +109,4 @@ def _check_in_shape(in_shape: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
-__all__ = ["MODELS", "Classifier", "Normalize", "build_model", "model_options"]
+__all__ = ["MODELS", "Classifier", "Normalize", "build_model", "model_from_config", "model_options"]

@@ -1,17 +1,15 @@
-"""adrnet.train: the adversarial-training engine (PGD-AT, TRADES, ADR) and its checkpoints.
+"""adrnet.train: the adversarial-training engine (PGD-AT, TRADES, MART, ADR).
 
     from adrnet.config import load_config
-    from adrnet.train import train, load_model
+    from adrnet.train import train
     result = train(load_config("configs/mnist_quick_adr.toml"), "runs/quick")
-    model, cfg = load_model("runs/quick", which="best")
+    model, cfg = adrnet.load_model("runs/quick", which="best")   # adrnet.runs
+
+loop.py is the whole run, top to bottom; state.py builds what it works on, resume.py
+saves and restores it, metrics.py records it.
 """
 
-from adrnet.train.checkpoint import checkpoint_files
-from adrnet.train.load import LoadedCheckpoint, load_checkpoint, load_model, resolve_checkpoint
-from adrnet.train.loop import RunResult, has_checkpoint, train
+from adrnet.train.loop import RunResult, TrainingDiverged, train
 from adrnet.train.signals import TrainingInterrupted
-from adrnet.train.step import TrainingDiverged
 
-__all__ = ["LoadedCheckpoint", "RunResult", "TrainingDiverged", "TrainingInterrupted",
-           "checkpoint_files", "has_checkpoint", "load_checkpoint", "load_model",
-           "resolve_checkpoint", "train"]
+__all__ = ["RunResult", "TrainingDiverged", "TrainingInterrupted", "train"]

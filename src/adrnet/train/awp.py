@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import torch
 
+from adrnet.device import autocast_context
+
 #: Added to ‖g_l‖ so that a layer without gradient gets v_l = 0 (the reference's EPS).
 NORM_EPS = 1e-20
 
@@ -71,7 +73,6 @@ def perturbed_weights(net: torch.nn.Module) -> list[torch.nn.Parameter]:
 def _ascent_gradients(run, objective, xb, yb, attack, params) -> list[torch.Tensor]:
     """∇ of the objective's loss at the current weights (BatchNorm statistics kept),
     averaged over ranks under DDP."""
-    from adrnet.train.step import autocast_context  # step.py imports this module
     buffers = [b.detach().clone() for b in run.net.buffers()]
     with autocast_context(run.device, run.cfg.train.precision):
         loss = objective(run.net, xb, yb, attack, gather=run.gather)["loss"]

@@ -22,26 +22,6 @@ def dataset_info(cfg: Config):
     return DATASETS[cfg.data.name]
 
 
-def input_values(cfg: Config) -> int:
-    """d, the number of values of one input of ``cfg``'s data set (784 for MNIST)."""
-    return math.prod(dataset_info(cfg).shape)
-
-
-def build_model_from_config(cfg: Config):
-    """The model of ``cfg`` (fresh initialisation from the current torch RNG)."""
-    from adrnet.models import build_model
-    info = dataset_info(cfg)
-    return build_model(cfg.model.name, num_classes=info.num_classes, in_shape=info.shape,
-                       mean=info.mean, std=info.std, latent=cfg.model.latent,
-                       **cfg.model.options)
-
-
-def model_identity(model, cfg: Config) -> dict:
-    """What a checkpoint records to recognise its architecture."""
-    spec = getattr(model, "spec", None) or {"name": cfg.model.name}
-    return {**spec, "parameters": {k: list(v.shape) for k, v in model.state_dict().items()}}
-
-
 def build_objective(cfg: Config):
     from adrnet.objectives import make_objective
     return make_objective(cfg.objective.name, scale=cfg.objective.scale,

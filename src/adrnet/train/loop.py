@@ -1,30 +1,55 @@
-"""``train(cfg, out_dir, resume=False)``: a whole adversarial-training run.
+"""``train(cfg, out_dir, resume=False)``: a whole adversarial-training run, top to bottom.
 
-Why this is the one entry point: the CLI, the Python API and the tests all run
-PGD-AT, TRADES or ADR (Bui et al., ECCV 2020) under an L∞/L2 threat model the
-same way: set up (torchrun or a single process), build the run from the config,
-start fresh or resume from ``last``, loop over epochs, and leave a run directory
-that holds the resolved config, metrics and checkpoints. Only rank 0 writes.
+Why one module: the CLI, the Python API and the tests all run PGD-AT, TRADES, MART or
+ADR the same way, and the whole run reads in order here: set up (torchrun or one
+process) → build the run (state.py) → start fresh or resume from ``last`` (resume.py)
+→ epochs → steps → validation and the best checkpoint. Only rank 0 writes.
+
+Reproducibility: every random draw of a step (PGD's random start, TRADES' Gaussian
+start, dropout) comes from the global torch RNG re-seeded from (seed, epoch, step) at
+the start of the step; under data-parallel training the rank joins the hash, or
+corresponding examples of different ranks would share random starts and dropout
+masks. The batch comes from ``iterate_batches`` (a pure function of the same numbers),
+the learning rate, ε and the ADR weights from the schedules at the step's position,
+and validation is seeded from (seed, epoch). A run resumed at any step therefore
+repeats the uninterrupted run bit for bit on CPU. The loss is checked to be finite on
+every rank before the weights are touched.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
+from adrnet.attacks import make_threat, pgd
 from adrnet.config import Config, save_config
-from adrnet.errors import ConfigError
+from adrnet.device import autocast_context, to_device
+from adrnet.errors import AdrnetError, ConfigError
 from adrnet.locking import run_lock
-from adrnet.train.checkpoint import checkpoint_files, remove_checkpoint
-from adrnet.train.epoch import finish_epoch, run_epoch
-from adrnet.train.metrics import MetricsLog
-from adrnet.train.resume import restore_run
-from adrnet.train.run import Run, build_run
-from adrnet.train.signals import stop_on_signals
+from adrnet.runs.checkpoint import checkpoint_files, remove_checkpoint
+from adrnet.runs.load import has_checkpoint
+from adrnet.seeds import derived_seed
+from adrnet.train import awp
+from adrnet.train.builders import training_attack, validation_step_size
+from adrnet.train.metrics import (MetricsLog, accumulate, epoch_line, epoch_record, postfix,
+                                  step_record)
+from adrnet.train.resume import restore_run, save_run
+from adrnet.train.schedules import adr_factor, eps_factor, lr_factor
+from adrnet.train.signals import TrainingInterrupted, signal_name, stop_on_signals
+from adrnet.train.state import Run, build_run
+
+STEP_STREAM = 1        # keeps the step seeds apart from the data's (seed, epoch, step) seeds
+VALIDATION_STREAM = 7  # and validation's (seed, epoch) seeds apart from both
+
+
+class TrainingDiverged(AdrnetError):
+    """The loss became NaN or infinite; the weights were not updated."""
 
 
 @dataclass(frozen=True)
@@ -37,54 +62,6 @@ class RunResult:
     best_epoch: int | None
     best_val_acc_robust: float | None
     last_record: dict | None  # the last epoch record of metrics.jsonl
-
-
-def has_checkpoint(run_dir: str | os.PathLike) -> bool:
-    """True when ``run_dir`` holds a ``last`` checkpoint to resume from."""
-    return checkpoint_files(run_dir, "last").exists()
-
-
-def _start_fresh(run: Run) -> None:
-    """Refuse a directory that holds a run; clear a stale ``best`` (checkpoints/ itself
-    is made by the first save, so a run that fails before it leaves none behind)."""
-    if has_checkpoint(run.run_dir):
-        raise ConfigError(f"{run.run_dir} already holds a run; continue it with "
-                          f"`adrnet train --resume {run.run_dir}` (or --resume-if-exists), "
-                          "or choose another --out")
-    if run.info.is_main:
-        best = checkpoint_files(run.run_dir, "best")
-        for stale in (best, best.prev):  # left by an earlier run that never saved "last"
-            remove_checkpoint(stale)
-
-
-def _describe_start(run: Run, resumed: bool) -> str:
-    if run.epoch >= run.cfg.train.epochs:
-        return (f"{run.run_dir} has already completed {run.epoch} epochs: nothing to do "
-                f"(extend it with --resume {run.run_dir} --set train.epochs=N)")
-    what = (f"resuming at epoch {run.epoch + 1}, step {run.step + 1}" if resumed
-            else "starting")
-    return (f"{what}: {run.cfg.objective.name} on {run.cfg.data.name} with "
-            f"{run.cfg.model.name}, {run.info.world_size} process(es) on {run.device}, "
-            f"{run.steps_per_epoch} steps/epoch; run directory {run.run_dir}")
-
-
-def _epoch_line(run: Run, record: dict) -> str:
-    parts = [f"epoch {record['epoch']}/{run.cfg.train.epochs}", f"loss {record['loss']:.4f}"]
-    for key in ("acc_clean", "acc_adv", "val_acc_clean", "val_acc_robust"):
-        if key in record:
-            parts.append(f"{key} {record[key]:.4f}")
-    if record.get("is_best"):
-        parts.append("(best)")
-    parts.append(f"{record['images_per_s']:.0f} img/s")
-    return "  ".join(parts)
-
-
-def _loop(run: Run) -> None:
-    while run.epoch < run.cfg.train.epochs:
-        run_epoch(run)
-        record = finish_epoch(run)
-        if run.info.is_main:
-            tqdm.write(_epoch_line(run, record))
 
 
 def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False) -> RunResult:
@@ -117,9 +94,215 @@ def _train(cfg: Config, run_dir: Path, info, stop, resume: bool) -> RunResult:
         tqdm.write(_describe_start(run, resume))
     run.metrics = MetricsLog(run_dir, records, enabled=info.is_main, tb_step=run.global_step)
     try:
-        _loop(run)
+        while run.epoch < cfg.train.epochs:
+            _run_epoch(run)
+            record = _finish_epoch(run)
+            if info.is_main:
+                tqdm.write(epoch_line(record, cfg.train.epochs))
     finally:
         run.metrics.close()
     epochs = [r for r in run.metrics.records if r.get("kind") == "epoch"]
     return RunResult(run_dir, run.epoch, run.global_step, run.best_epoch,
                      run.best_value, epochs[-1] if epochs else None)
+
+
+def _start_fresh(run: Run) -> None:
+    """Refuse a directory that holds a run; clear a stale ``best`` (checkpoints/ itself
+    is made by the first save, so a run that fails before it leaves none behind)."""
+    if has_checkpoint(run.run_dir):
+        raise ConfigError(f"{run.run_dir} already holds a run; continue it with "
+                          f"`adrnet train --resume {run.run_dir}` (or --resume-if-exists), "
+                          "or choose another --out")
+    if run.info.is_main:
+        best = checkpoint_files(run.run_dir, "best")
+        for stale in (best, best.prev):  # left by an earlier run that never saved "last"
+            remove_checkpoint(stale)
+
+
+def _describe_start(run: Run, resumed: bool) -> str:
+    if run.epoch >= run.cfg.train.epochs:
+        return (f"{run.run_dir} has already completed {run.epoch} epochs: nothing to do "
+                f"(extend it with --resume {run.run_dir} --set train.epochs=N)")
+    what = (f"resuming at epoch {run.epoch + 1}, step {run.step + 1}" if resumed
+            else "starting")
+    return (f"{what}: {run.cfg.objective.name} on {run.cfg.data.name} with "
+            f"{run.cfg.model.name}, {run.info.world_size} process(es) on {run.device}, "
+            f"{run.steps_per_epoch} steps/epoch; run directory {run.run_dir}")
+
+
+# --- one epoch ---------------------------------------------------------------------
+
+def _run_epoch(run: Run) -> None:
+    """Steps ``run.step`` .. end of ``run.epoch``; the running sums, step records and
+    mid-epoch checkpoints (every ``train.checkpoint_every`` steps) go with them."""
+    from adrnet.data import iterate_batches
+    cfg, spe, epoch = run.cfg, run.steps_per_epoch, run.epoch
+    batches = iterate_batches(run.train.x, run.train.y, cfg.train.batch_size,
+                              seed=cfg.train.seed, epoch=epoch, start_step=run.step,
+                              augment=run.augment, rank=run.info.rank,
+                              world_size=run.info.world_size)
+    bar = tqdm(total=spe, initial=run.step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+               unit="step", leave=False, dynamic_ncols=True,
+               disable=not (cfg.train.progress and run.info.is_main))
+    for step, xb, yb in batches:
+        _check_stop(run)
+        lr, eps, attack, objective = _settings(run, epoch, step)
+        xb = to_device(xb, run.device, cfg.train.channels_last)
+        started = time.perf_counter()
+        numbers = train_step(run, objective, xb, yb.to(run.device), epoch, step, attack, lr)
+        seconds = time.perf_counter() - started
+        accumulate(run.running, numbers, seconds, lr, eps)
+        run.step, run.global_step = step + 1, run.global_step + 1
+        if run.global_step % cfg.train.log_every == 0:
+            run.metrics.append(step_record(numbers, epoch + 1, run.step, run.global_step, lr, eps))
+        bar.set_postfix(postfix(numbers, seconds), refresh=False)
+        bar.update(1)
+        every = cfg.train.checkpoint_every
+        if every and run.global_step % every == 0 and run.step < spe:
+            save_run(run)
+    bar.close()
+
+
+def _check_stop(run: Run) -> None:
+    """Save and stop when SIGINT/SIGTERM arrived (on any rank)."""
+    if not run.any_rank(bool(run.stop)):
+        return
+    save_run(run)
+    signum = run.stop.signum or 15
+    raise TrainingInterrupted(
+        f"stopped by {signal_name(signum)} at epoch {run.epoch + 1}, before step "
+        f"{run.step + 1}; a resumable checkpoint is in {run.run_dir}/checkpoints/last.*. "
+        f"Continue with: adrnet train --resume {run.run_dir}", signum)
+
+
+def _settings(run: Run, epoch: int, step: int) -> tuple[float, float, object, object]:
+    """(lr, ε, attack, objective) of one step: the schedules at the step's position."""
+    cfg, spe = run.cfg, run.steps_per_epoch
+    lr = cfg.optim.lr * lr_factor(cfg.schedule, epoch, step, spe, cfg.train.epochs)
+    share = eps_factor(cfg.attack, epoch, step, spe)
+    eps = cfg.attack.eps * share
+    attack = training_attack(cfg, run.objective.attack_loss, eps, cfg.attack.step_size * share)
+    factor = adr_factor(cfg.objective, epoch, step, spe)
+    objective = run.objective if factor == 1 else run.objective.with_adr_factor(factor)
+    return lr, eps, attack, objective
+
+
+# --- one step ----------------------------------------------------------------------
+
+def step_seed(seed: int, epoch: int, step: int, rank: int = 0, world_size: int = 1) -> int:
+    """The seed of the global torch RNG for one step of one rank. A single process keeps
+    the seed of (seed, epoch, step) alone, so its runs stay bit-identical to earlier
+    releases; with several processes each rank draws its own starts and masks."""
+    if world_size == 1:
+        return derived_seed(seed, STEP_STREAM, epoch, step)
+    return derived_seed(seed, STEP_STREAM, epoch, step, rank, world_size)
+
+
+def train_step(run: Run, objective, xb: torch.Tensor, yb: torch.Tensor, epoch: int, step: int,
+               attack, lr: float) -> dict:
+    """Forward (with the attack), check, backward, update. Returns the step's numbers
+    as Python floats: loss, each active term, correct counts, batch size. ``objective``
+    is the run's objective as the schedules weigh it at this step (ADR warm-up). With AWP
+    (``optim.awp``, see ``awp.py``) the update is taken at perturbed weights w + v, and v
+    is removed afterwards, also when the step fails."""
+    torch.manual_seed(step_seed(run.cfg.train.seed, epoch, step,
+                                run.info.rank, run.info.world_size))
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.model.train()
+    perturbation = None
+    if awp.awp_due(run.cfg, epoch):  # the attack's one adversarial batch serves both passes
+        attack = awp.ReusedAttack(attack, run.device)
+        perturbation = awp.weight_perturbation(run, objective, xb, yb, attack,
+                                               run.cfg.optim.awp.gamma)
+        perturbation.add()
+    try:
+        out = _descend(run, objective, xb, yb, epoch, step, attack)
+    except BaseException:
+        if perturbation is not None:
+            perturbation.undo()
+        raise
+    if perturbation is not None:
+        perturbation.remove()
+    numbers = {name: float(value.detach()) for name, value in out.items()
+               if name not in ("logits_clean", "logits_adv")}
+    for side in ("clean", "adv"):
+        logits = out.get(f"logits_{side}")
+        numbers[f"correct_{side}"] = None if logits is None else int((logits.argmax(1) == yb).sum())
+    numbers["examples"] = int(yb.shape[0])
+    return numbers
+
+
+def _descend(run: Run, objective, xb, yb, epoch: int, step: int, attack) -> dict:
+    """The objective's loss, checked for NaN/inf on every rank, then one optimiser step."""
+    with autocast_context(run.device, run.cfg.train.precision):
+        out = objective(run.model, xb, yb, attack, gather=run.gather)
+    loss = out["loss"]
+    if run.any_rank(not bool(torch.isfinite(loss.detach()).all())):
+        raise TrainingDiverged(
+            f"the loss became {float(loss.detach())!r} at epoch {epoch + 1}, step {step + 1} "
+            f"(global step {run.global_step + 1}); training stopped before updating the "
+            f"weights. The last good checkpoint is kept: {run.last_checkpoint_note()}. "
+            "Lower optim.lr, use train.precision='fp32', or check the data")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return out
+
+
+# --- end of an epoch: validation and the best checkpoint ----------------------------
+
+def _finish_epoch(run: Run) -> dict:
+    """Validate if due, record the epoch (its averages over every rank's examples),
+    advance the position, save last (and best). Every rank must call it."""
+    from adrnet.train.distributed import average_buffers
+    cfg, epoch = run.cfg, run.epoch
+    record = epoch_record(run.running, run.info.world_size, epoch + 1, run.global_step)
+    improved = False
+    if (epoch + 1) % cfg.eval.val_every == 0 or epoch + 1 == cfg.train.epochs:
+        average_buffers(run.model)  # under DDP: every rank validates the same network
+        record.update(validate(run, epoch))
+        improved = run.best_value is None or record["val_acc_robust"] > run.best_value
+        if improved:
+            run.best_value, run.best_epoch = record["val_acc_robust"], epoch + 1
+        record["is_best"] = improved
+    run.epoch, run.step, run.running = epoch + 1, 0, {}
+    run.metrics.append(record)
+    save_run(run, ("last", "best") if improved else ("last",))
+    return record
+
+
+def validate(run: Run, epoch: int) -> dict:
+    """{"val_acc_clean", "val_acc_robust", "val_examples"} of the unwrapped model on the
+    held-out split: PGD-k (k = ``eval.val_steps``, CE, random start) at the full training
+    ε even during an ε warm-up. The best checkpoint is chosen on this, never on the test
+    set. Under DDP each rank validates a shard and the counts are summed."""
+    from adrnet.train.distributed import all_reduce_sum
+    cfg, net = run.cfg, run.net
+    shard = slice(run.info.rank, None, run.info.world_size)
+    x_all, y_all = run.val.x[shard], run.val.y[shard]
+    threat = make_threat(cfg.attack.threat, cfg.attack.eps)
+    was_training = net.training
+    net.eval()
+    counts = torch.zeros(3, dtype=torch.float64)
+    torch.manual_seed(derived_seed(cfg.train.seed, VALIDATION_STREAM, epoch))
+    try:
+        for start in range(0, x_all.shape[0], cfg.eval.batch_size):
+            x = to_device(x_all[start:start + cfg.eval.batch_size], run.device,
+                          cfg.train.channels_last)
+            y = y_all[start:start + cfg.eval.batch_size].to(run.device)
+            with autocast_context(run.device, cfg.train.precision):
+                with torch.no_grad():
+                    clean = net(x).argmax(1) == y
+                x_adv = pgd(net, x, y, threat=threat, steps=cfg.eval.val_steps,
+                            step_size=validation_step_size(cfg), loss="ce", random_start=True)
+                with torch.no_grad():
+                    robust = (net(x_adv).argmax(1) == y) & clean
+            counts += torch.tensor([clean.sum().item(), robust.sum().item(), y.shape[0]],
+                                   dtype=torch.float64)
+    finally:
+        net.train(was_training)
+    clean_hits, robust_hits, total = all_reduce_sum(counts).tolist()
+    return {"val_acc_clean": clean_hits / max(total, 1),
+            "val_acc_robust": robust_hits / max(total, 1), "val_examples": int(total)}

@@ -1,4 +1,11 @@
-"""Training metrics on disk: ``metrics.jsonl``, ``metrics.csv``, TensorBoard if installed.
+"""What a training run records: the epoch's running sums, the step and epoch records,
+and the files they go to (``metrics.jsonl``, ``metrics.csv``, TensorBoard if installed).
+
+Why running sums: the epoch averages must cover the whole training set, not one rank's
+shard. Each rank keeps per-example sums of its own steps (loss, each term, correct
+counts, examples, seconds); before averaging, and before a checkpoint stores them,
+the sums are added over all ranks. Every rank must call :func:`sum_over_ranks` (it is
+a collective), or the job hangs.
 
 Why these formats: JSON lines are appended as training goes (one record per
 ``log_every`` steps, ``"kind": "step"``, and one per epoch, ``"kind": "epoch"``,
@@ -18,9 +25,108 @@ import json
 import math
 from pathlib import Path
 
+import torch
+
 from adrnet.atomic import append_bytes, write_bytes_atomic
 
 JSONL, CSV = "metrics.jsonl", "metrics.csv"
+SHORT_NAMES = {"loss": "loss", "ce_clean": "ce", "ce_adv": "ce_adv", "trades_kl": "kl",
+               "local_compactness": "lc", "local_smoothness": "ls",
+               "global_compactness": "gc", "global_smoothness": "gs", "entropy": "H",
+               "mart_bce": "bce", "mart_kl": "mkl"}
+COUNT_KEYS = ("examples", "correct_clean", "correct_adv")
+#: The entries of a running dict that add up over ranks (the others, lr and ε, are
+#: the same on every rank).
+SUMMED_KEYS = (*COUNT_KEYS, "seconds", *(f"sum_{name}" for name in SHORT_NAMES))
+
+
+def accumulate(running: dict, numbers: dict, seconds: float, lr: float, eps: float) -> None:
+    """Add one step's ``numbers`` (means over its batch) to ``running`` as sums."""
+    n = numbers["examples"]
+    running["examples"] = running.get("examples", 0) + n
+    running["seconds"] = running.get("seconds", 0.0) + seconds
+    running["lr"], running["eps"] = lr, eps
+    for name, value in numbers.items():
+        if name in SHORT_NAMES:
+            running[f"sum_{name}"] = running.get(f"sum_{name}", 0.0) + value * n
+        elif name.startswith("correct_") and value is not None:
+            running[name] = running.get(name, 0) + value
+
+
+def sum_over_ranks(running: dict, world_size: int) -> dict:
+    """``running`` with its sums and counts added over all ranks; ``seconds`` becomes
+    the sum of every rank's seconds. A single process gets a copy, untouched.
+    A key missing on some ranks counts as zero there."""
+    if world_size == 1:
+        return dict(running)
+    from adrnet.train.distributed import all_reduce_sum
+    values = [float(running.get(key, 0)) for key in SUMMED_KEYS]
+    present = [float(key in running) for key in SUMMED_KEYS]
+    total = all_reduce_sum(torch.tensor(values + present, dtype=torch.float64)).tolist()
+    out = {key: value for key, value in running.items() if key not in SUMMED_KEYS}
+    for index, key in enumerate(SUMMED_KEYS):
+        if total[len(SUMMED_KEYS) + index] > 0:
+            out[key] = round(total[index]) if key in COUNT_KEYS else total[index]
+    return out
+
+
+def averages(running: dict, world_size: int = 1) -> dict:
+    """Epoch averages (per example) of running sums already added over the ranks;
+    images/s counts every rank's images per second of (mean) step time."""
+    n = max(running.get("examples", 0), 1)
+    out = {name[4:]: value / n for name, value in running.items() if name.startswith("sum_")}
+    for side in ("clean", "adv"):
+        if f"correct_{side}" in running:
+            out[f"acc_{side}"] = running[f"correct_{side}"] / n
+    seconds = running.get("seconds", 0.0) / world_size
+    out["images_per_s"] = running.get("examples", 0) / max(seconds, 1e-9)
+    return out
+
+
+def _accuracies(numbers: dict) -> dict:
+    """{"acc_clean", "acc_adv"} of one step (those whose logits the objective returned)."""
+    return {f"acc_{side}": numbers[f"correct_{side}"] / numbers["examples"]
+            for side in ("clean", "adv") if numbers.get(f"correct_{side}") is not None}
+
+
+def step_record(numbers: dict, epoch: int, step: int, global_step: int, lr: float,
+                eps: float) -> dict:
+    """The ``"kind": "step"`` record of one step (``epoch`` 1-based, ``step`` done)."""
+    record = {"kind": "step", "epoch": epoch, "step": step, "global_step": global_step,
+              "lr": lr, "eps": eps}
+    record.update({k: v for k, v in numbers.items() if k in SHORT_NAMES})
+    record.update(_accuracies(numbers))
+    return record
+
+
+def epoch_record(running: dict, world_size: int, epoch: int, global_step: int) -> dict:
+    """The ``"kind": "epoch"`` record: averages of the running sums over every rank's
+    examples (a collective: every rank must call it)."""
+    running = sum_over_ranks(running, world_size)
+    return {"kind": "epoch", "epoch": epoch, "global_step": global_step,
+            "lr": running.get("lr"), "eps": running.get("eps"),
+            **averages(running, world_size),
+            "time_s": running.get("seconds", 0.0) / world_size}
+
+
+def postfix(numbers: dict, seconds: float) -> dict:
+    """The progress bar's short view of one step."""
+    shown = {SHORT_NAMES[k]: f"{v:.3f}" for k, v in numbers.items() if k in SHORT_NAMES}
+    shown.update({k: f"{v:.2f}" for k, v in _accuracies(numbers).items()})
+    shown["img/s"] = f"{numbers['examples'] / max(seconds, 1e-9):.0f}"
+    return shown
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    """The line printed after each epoch."""
+    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['loss']:.4f}"]
+    for key in ("acc_clean", "acc_adv", "val_acc_clean", "val_acc_robust"):
+        if key in record:
+            parts.append(f"{key} {record[key]:.4f}")
+    if record.get("is_best"):
+        parts.append("(best)")
+    parts.append(f"{record['images_per_s']:.0f} img/s")
+    return "  ".join(parts)
 
 
 def _json_safe(record: dict) -> dict:

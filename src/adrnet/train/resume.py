@@ -1,12 +1,12 @@
 """Saving and restoring everything a run needs to continue bit for bit.
 
-Why: a resumed adversarial-training run (PGD-AT, TRADES or ADR) must continue
+Why: a resumed training run must continue
 exactly where it stopped: same weights and BatchNorm statistics, same optimiser
 momentum, same position in the epoch (the batches and the PGD random starts
 are functions of (seed, epoch, step)), same running sums for the epoch's
 averages (summed over the ranks), same metric history and best-so-far, and the
 same number of processes (a resume under another world size is refused). See
-``checkpoint.py`` for how the files are written and verified.
+``adrnet/runs/checkpoint.py`` for how the files are written and verified.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import torch
 import adrnet
 from adrnet.config import config_diff, config_to_dict
 from adrnet.errors import CheckpointError, ConfigError
-from adrnet.train.builders import model_identity
-from adrnet.train.checkpoint import (
+from adrnet.runs.checkpoint import (
     checkpoint_files, encode_state, encode_weights, open_checkpoint, read_state, read_weights,
     save_checkpoint,
 )
-from adrnet.train.load import check_architecture, config_of
-from adrnet.train.running import SUMMED_KEYS, sum_over_ranks
+from adrnet.runs.load import check_architecture, config_of, model_identity
+from adrnet.train.metrics import SUMMED_KEYS, sum_over_ranks
 
 #: Keys a resumed run may change: they do not alter the weights it computes
 #: (train.epochs extends or shortens the run; cosine/one-cycle follow the new length).

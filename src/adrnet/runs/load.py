@@ -17,8 +17,9 @@ import torch
 
 from adrnet.config import Config, config_from_dict
 from adrnet.errors import CheckpointError, ConfigError
-from adrnet.train.checkpoint import (
-    CHECKPOINT_DIR, CheckpointFiles, _SUFFIXES, open_checkpoint, read_weights,
+from adrnet.models import model_from_config
+from adrnet.runs.checkpoint import (
+    CHECKPOINT_DIR, CheckpointFiles, _SUFFIXES, checkpoint_files, open_checkpoint, read_weights,
 )
 
 WHICH = ("best", "last")
@@ -43,6 +44,17 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoi
         raise CheckpointError(f"{path} does not exist; give a run directory or a checkpoint file")
     raise CheckpointError(f"{path} is not an adrnet checkpoint (expected a run directory or "
                           f"a file ending in {', '.join(_SUFFIXES.values())})")
+
+
+def has_checkpoint(run_dir: str | os.PathLike) -> bool:
+    """True when ``run_dir`` holds a ``last`` checkpoint to resume from."""
+    return checkpoint_files(run_dir, "last").exists()
+
+
+def model_identity(model: torch.nn.Module, cfg: Config) -> dict:
+    """What a checkpoint records to recognise its architecture."""
+    spec = getattr(model, "spec", None) or {"name": cfg.model.name}
+    return {**spec, "parameters": {k: list(v.shape) for k, v in model.state_dict().items()}}
 
 
 def check_architecture(model: torch.nn.Module, weights: dict, source) -> None:
@@ -102,9 +114,8 @@ def load_checkpoint(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu"
                               "--which last)")
     files, meta = open_checkpoint(files)
     cfg = config_of(meta, files.path("meta"))
-    from adrnet.train.builders import build_model_from_config
     with torch.random.fork_rng(devices=[]):
-        model = build_model_from_config(cfg)
+        model = model_from_config(cfg)
     weights = read_weights(files, meta)  # verified against meta's SHA-256
     check_architecture(model, weights, files.path("weights"))
     model.load_state_dict(weights)

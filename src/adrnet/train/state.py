@@ -1,7 +1,6 @@
 """The state of one training run, assembled from a config.
 
-Why a single object: the training loop of adversarial training (PGD-AT, TRADES,
-ADR) touches a model, its DDP wrapper, an optimiser, a grad scaler, the data and
+Why a single object: the training loop touches a model, its DDP wrapper, an optimiser, a grad scaler, the data and
 the position in training; checkpoints must save and restore exactly these. The
 position (epoch, step) always names the *next* step to run, so a checkpoint's
 position is where a resumed run starts.
@@ -17,8 +16,9 @@ import torch
 
 from adrnet.config import Config
 from adrnet.errors import ConfigError
+from adrnet.models import model_from_config
+from adrnet.runs.checkpoint import checkpoint_files
 from adrnet.train import builders
-from adrnet.train.checkpoint import checkpoint_files
 
 
 @dataclass
@@ -83,7 +83,7 @@ def build_run(cfg: Config, run_dir: Path, info) -> Run:
                           "use 'bf16' on CPU")
     train, val = builders.load_data(cfg)
     torch.manual_seed(cfg.train.seed)
-    net = builders.build_model_from_config(cfg).to(info.device)
+    net = model_from_config(cfg).to(info.device)
     if cfg.train.channels_last and len(builders.dataset_info(cfg).shape) == 3:
         net = net.to(memory_format=torch.channels_last)
     optimizer = builders.build_optimizer(cfg, net)

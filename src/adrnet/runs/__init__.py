@@ -1,0 +1,17 @@
+"""adrnet.runs: the files of a run directory, below both training and evaluation.
+
+    from adrnet import load_model            # the same function
+    model, cfg = load_model("runs/quick", which="best")
+
+A run directory holds ``config.toml``, ``metrics.jsonl``/``.csv`` and
+``checkpoints/{last,best}.*`` (checkpoint.py: how the files are written and verified;
+load.py: how a user's path is resolved and a model rebuilt from them). Evaluation and
+user code load models from here without importing the trainer.
+"""
+
+from adrnet.runs.checkpoint import CHECKPOINT_DIR, CheckpointFiles, checkpoint_files
+from adrnet.runs.load import (WHICH, LoadedCheckpoint, has_checkpoint, load_checkpoint,
+                              load_model, resolve_checkpoint)
+
+__all__ = ["CHECKPOINT_DIR", "WHICH", "CheckpointFiles", "LoadedCheckpoint", "checkpoint_files",
+           "has_checkpoint", "load_checkpoint", "load_model", "resolve_checkpoint"]
