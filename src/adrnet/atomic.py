@@ -8,7 +8,7 @@ rename itself is durable. A write that fails (full disk, no permission, a
 read-only or immutable folder) removes its temporary and raises
 :class:`~adrnet.errors.OutputError` naming the path, which the CLI prints as one
 ``error:`` line: the environment, not adrnet, is at fault, and the previous file
-is untouched. Plain I/O, no threat model.
+is untouched.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ records into a run that never happened, and two evaluations writing one
 holds an exclusive ``fcntl.flock`` on a lock file for its whole life. The kernel
 drops the lock when the process ends, however it ends (SIGKILL, OOM kill, power
 loss), so a stale lock never needs clearing by hand; the file only records the
-holder's PID for the message a second process prints. Plain I/O, no threat model.
+holder's PID for the message a second process prints.
 
     with run_lock(run_dir):          # adrnet train, and anything calling adrnet.train.train
         ...

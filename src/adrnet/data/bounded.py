@@ -6,7 +6,7 @@ data format knows the most it can hold (the MNIST pickle: 70 000 float32 images
 of 784 pixels, about 220 MB; an IDX file: what its header's sizes say; a CIFAR-10
 batch: 10 000 images of 3072 bytes), so every reader streams the file, inflating
 on the fly, takes at most that many bytes plus one, and refuses the file at once
-when that extra byte exists. Plain I/O, no threat model.
+when that extra byte exists.
 """
 
 from __future__ import annotations

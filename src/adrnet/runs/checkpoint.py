@@ -1,7 +1,6 @@
 """Checkpoints that lose nothing and execute nothing.
 
-Why: adversarial training (PGD-AT, TRADES, ADR; L∞/L2 threat models) runs for hours
-to days; a crash must cost at most a few steps, and loading a checkpoint found on
+Why: a training run lasts hours to days; a crash must cost at most a few steps, and loading a checkpoint found on
 the internet must never run code. A checkpoint ``NAME`` (``last`` or ``best``) in
 ``RUN/checkpoints/`` is three files:
 

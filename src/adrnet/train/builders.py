@@ -1,9 +1,8 @@
 """Turn a :class:`~adrnet.config.Config` into the objects a run needs.
 
-Why one place: training, resuming and ``load_model`` (used by evaluation) must
-build *the same* model from a config, and the per-step attack of adversarial
-training (PGD under an L∞ or L2 threat model, Madry et al. 2018; the TRADES KL
-attack, Zhang et al. 2019) must be parametrised the same way everywhere.
+Why one place: a fresh run and a resumed one must build the same optimiser, objective,
+data and per-step attack from the same config. (The model itself is built by
+``adrnet.models.model_from_config``, which checkpoint loading shares.)
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ def training_attack(cfg: Config, attack_loss: str, eps: float, step_size: float)
 
 
 def validation_step_size(cfg: Config) -> float:
-    """``eval.val_step_size``, or 2.5 ε / k (Madry et al.'s rule) when unset."""
+    """``eval.val_step_size``, or :func:`~adrnet.attacks.pgd.default_step_size` when unset."""
     if cfg.eval.val_step_size is not None:
         return cfg.eval.val_step_size
     from adrnet.attacks.pgd import default_step_size

@@ -6,7 +6,7 @@ checkpoint rather than lose everything since the last epoch. The handler only
 sets a flag; the loop checks it between steps (a step is never cut in half),
 saves ``last`` and raises :class:`TrainingInterrupted`, which the CLI prints as
 one line with the command that resumes. A second signal while saving is ignored
-until the save completes. No threat model: process control only.
+until the save completes.
 """
 
 from __future__ import annotations
