@@ -10,6 +10,7 @@ from adrnet.config import (
     save_config,
 )
 from adrnet.errors import ConfigError
+from adrnet.objectives import TERMS
 
 PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
 
@@ -148,3 +149,9 @@ def test_config_diff_names_changed_keys():
     changed = apply_overrides(base, ["train.epochs=5", "objective.weights.entropy=0"])
     assert config_diff(base, changed) == ["objective.weights", "train.epochs"]
     assert config_diff(base, config_from_dict(config_to_dict(base))) == []
+
+
+@pytest.mark.parametrize("term", TERMS)
+def test_every_registered_term_has_a_weight_key(term):
+    cfg = load_config(None, [f"objective.weights.{term}=0.5"])
+    assert cfg.objective.weights == {term: 0.5}

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from _tiny import TinyNet, tiny_batch
 from adrnet.attacks import Linf, pgd
 from adrnet.errors import ConfigError
-from adrnet.objectives import ADR_TERMS, OBJECTIVES, TERM_NAMES, Objective, adr_terms, make_objective
-
+from adrnet.objectives import (ADR_TERMS, LOG_LABELS, OBJECTIVES, TERM_NAMES, TERMS, Objective, adr_terms,
+                               make_objective)
 
 
 class CountingNet(TinyNet):
@@ -128,3 +128,39 @@ def test_unknown_names_are_config_errors():
         make_objective("adr_pgd", lambda_typo=1.0)
     with pytest.raises(ConfigError, match="scale"):
         make_objective("adr_pgd", scale=0.0)
+
+
+@pytest.mark.parametrize("name", TERMS)
+def test_an_objective_of_one_term_runs_the_passes_its_registry_entry_names(name):
+    term, attacked, gathered = TERMS[name], [], []
+    model = CountingNet().eval()
+    x, y = tiny_batch()
+
+    def attack(m, xb, yb):
+        attacked.append(1)
+        return (xb + 0.05).clamp(0, 1)
+
+    def gather(t):
+        gathered.append(1)
+        return t
+
+    out = Objective({name: 1.0})(model, x, y, attack, gather=gather)
+    assert model.passes == term.clean + term.adversarial
+    assert bool(attacked) == term.adversarial and bool(gathered) == (term.scope == "global")
+    assert ("logits_clean" in out) == term.clean and ("logits_adv" in out) == term.adversarial
+    scalars = set(out) - {"logits_clean", "logits_adv"}
+    assert scalars == {"loss", name} and scalars <= set(LOG_LABELS)
+    assert torch.isfinite(out[name]) and torch.equal(out["loss"], out[name])
+
+
+@pytest.mark.parametrize("preset", OBJECTIVES)
+def test_every_scalar_a_preset_returns_has_a_log_label(preset):
+    assert set(OBJECTIVES[preset][0]) <= set(TERM_NAMES)
+    out, _ = _loss_and_grads(make_objective(preset))
+    assert set(out) - {"logits_clean", "logits_adv"} <= set(LOG_LABELS)
+
+
+def test_a_preset_naming_an_unregistered_term_is_refused():
+    from adrnet.objectives.objective import _weights
+    with pytest.raises(ConfigError, match="entropie"):
+        _weights(ce_adv=1.0, entropie=1.0)

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adrnet.objectives import TERMS, adr_terms, pair_weights
-from adrnet.objectives.terms import global_compactness, global_smoothness, local_smoothness
+from adrnet.objectives import ADR_TERMS, LOG_LABELS, TERM_NAMES, TERMS, Term, adr_terms, pair_weights
+from adrnet.objectives.terms import INPUTS, global_compactness, global_smoothness, local_smoothness
 
 LN3 = math.log(3.0)
 
@@ -152,3 +152,63 @@ def test_half_precision_inputs_are_computed_in_float32():
     args = [torch.randn(4, 3).bfloat16() for _ in range(4)]
     terms = adr_terms(*args, torch.tensor([0, 1, 0, 2]))
     assert all(v.dtype == torch.float32 for v in terms.values())
+
+
+# The registry: what each term reads decides its passes and scope (method.md's table).
+PASSES = {  # name: (clean pass, adversarial pass, scope)
+    "ce_clean": (True, False, "per_example"),
+    "ce_adv": (False, True, "per_example"),
+    "trades_kl": (True, True, "per_example"),
+    "local_compactness": (True, True, "per_example"),
+    "local_smoothness": (True, True, "per_example"),
+    "global_compactness": (True, True, "global"),
+    "global_smoothness": (True, True, "global"),
+    "entropy": (False, True, "per_example"),
+    "mart_bce": (False, True, "per_example"),
+    "mart_kl": (True, True, "per_example"),
+}
+
+
+def test_registry_order_groups_and_log_labels():
+    assert TERM_NAMES == tuple(TERMS) == tuple(PASSES)
+    assert ADR_TERMS == ("local_compactness", "local_smoothness", "global_compactness",
+                         "global_smoothness", "entropy")
+    assert LOG_LABELS == {"loss": "loss", "ce_clean": "ce", "ce_adv": "ce_adv", "trades_kl": "kl",
+                          "local_compactness": "lc", "local_smoothness": "ls",
+                          "global_compactness": "gc", "global_smoothness": "gs", "entropy": "H",
+                          "mart_bce": "bce", "mart_kl": "mkl"}
+    assert len(set(LOG_LABELS.values())) == len(LOG_LABELS)
+
+
+def _registry_inputs(b=6, K=5, C=4, seed=6):
+    """Everything a term may read (terms.INPUTS), for one small single-process batch."""
+    gen = torch.Generator().manual_seed(seed)
+    logits_clean = torch.randn(b, C, generator=gen, requires_grad=True)
+    z_clean = torch.randn(b, K, generator=gen, requires_grad=True)
+    logits_adv = torch.randn(b, C, generator=gen, requires_grad=True)
+    z_adv = torch.randn(b, K, generator=gen, requires_grad=True)
+    y = torch.randint(0, C, (b,), generator=gen)
+    inputs = dict(logits_clean=logits_clean, z_clean=z_clean, logits_adv=logits_adv, z_adv=z_adv, y=y,
+                  y_cols=y, z_cols=z_clean.detach(), probs_cols=F.softmax(logits_clean.detach(), 1), scale=0.99)
+    assert set(inputs) == set(INPUTS)
+    return inputs
+
+
+@pytest.mark.parametrize("name", TERMS)
+def test_every_registered_term_is_a_finite_scalar_with_its_flags(name):
+    term = TERMS[name]
+    assert term.name == name and (term.clean, term.adversarial, term.scope) == PASSES[name]
+    assert term.adr == (name in ADR_TERMS) and term.label == LOG_LABELS[name]
+    inputs = _registry_inputs()
+    value = term(*(inputs[arg] for arg in term.inputs))
+    assert value.dim() == 0 and torch.isfinite(value)
+    assert torch.equal(value, term.function(*(inputs[arg] for arg in term.inputs)))
+    sides = [inputs[k] for k in ("logits_clean", "z_clean", "logits_adv", "z_adv")]
+    grads = torch.autograd.grad(value, sides, allow_unused=True)
+    assert all(g is None or torch.isfinite(g).all() for g in grads)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads[2:]) == term.adversarial
+
+
+def test_a_term_reading_an_unknown_input_is_refused():
+    with pytest.raises(ValueError, match="unknown input"):
+        Term("typo", lambda logits: logits.sum(), ("logit_adv",), "t")

@@ -316,8 +316,8 @@ def _check_registry(key: str, value: str, module: str, name: str) -> None:
 
 
 def _check_weights(weights: dict[str, float]) -> None:
-    """Term names from the objectives' own list (one place for them), and weights >= 0."""
-    names = _registry("adrnet.objectives", "TERM_NAMES")
+    """Term names from the objectives' registry of terms (one place for them), and weights >= 0."""
+    names = _registry("adrnet.objectives", "TERMS")
     for term, weight in weights.items():
         if names is not None and term not in names:
             raise ConfigError(f"unknown config key 'objective.weights.{term}'; allowed "

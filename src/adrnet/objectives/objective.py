@@ -1,8 +1,8 @@
 """Weighted compositions of loss terms: PGD-AT, TRADES, MART and ADR as presets.
 
-An :class:`Objective` is a set of named weights over the terms of
-``terms.py``. Calling it runs the attack, the forward passes the active terms
-need, and returns ``{"loss": ..., term: value, ...}`` so that every part can
+An :class:`Objective` is a set of named weights over the registered terms
+(``terms.TERMS``). Calling it runs the attack, the forward passes the active
+terms need (as their registry entries say), and returns ``{"loss": ..., term: value, ...}`` so that every part can
 be logged. A term of weight 0 is not computed, and a pass no active term
 needs is not run (PGD-AT with ``ce_clean = 0`` has no clean pass; TRADES with
 β = 0 has no attack at all): ADR with every ADR weight 0 is its base, exactly.
@@ -25,29 +25,34 @@ import torch.nn.functional as F
 
 from adrnet.device import as_float32
 from adrnet.errors import ConfigError
-from adrnet.objectives import terms
+from adrnet.objectives.terms import ADR_TERMS, TERM_NAMES, TERMS
 
-#: The five terms ADR adds to its base (method.md); an ablation or a warm-up acts on these alone.
-ADR_TERMS = ("local_compactness", "local_smoothness", "global_compactness",
-             "global_smoothness", "entropy")
-#: Base terms, the ADR terms, then MART's two (Wang et al., ICLR 2020).
-TERM_NAMES = ("ce_clean", "ce_adv", "trades_kl", *ADR_TERMS, "mart_bce", "mart_kl")
-_NEEDS_CLEAN = {"ce_clean", "trades_kl", "local_compactness", "local_smoothness",
-                "global_compactness", "global_smoothness", "mart_kl"}
-_NEEDS_ADV = set(TERM_NAMES) - {"ce_clean"}
-_COMPACTNESS = ("local_compactness", "global_compactness")
-_ADR_WEIGHTS = {name: 1.0 for name in ADR_TERMS}
-#: MART: boosted CE + β·weighted KL, β = 6 (the paper's and its WRN code's default).
-_MART_WEIGHTS = {"mart_bce": 1.0, "mart_kl": 6.0}
+#: The short label each scalar of an objective's output is logged under: the loss and
+#: every registered term (``logits_clean`` / ``logits_adv`` are batches, not logged).
+LOG_LABELS = {"loss": "loss", **{name: term.label for name, term in TERMS.items()}}
+
+
+def _weights(**weights: float) -> dict:
+    """A preset's weights, refused at import if one names no registered term."""
+    unknown = set(weights) - set(TERMS)
+    if unknown:
+        raise ConfigError(f"preset names unknown term(s) {sorted(unknown)}; allowed: {', '.join(TERMS)}")
+    return weights
+
+
+_ADR_WEIGHTS = _weights(**{name: 1.0 for name in ADR_TERMS})
+#: MART (Wang et al., ICLR 2020): boosted CE + β·weighted KL, β = 6 (the paper's and
+#: its WRN code's default).
+_MART_WEIGHTS = _weights(mart_bce=1.0, mart_kl=6.0)
 
 #: Presets (method.md). TRADES' own β is 6; the ADR reference runs TRADES with β = 1.
 #: ``adr_pgd_tf`` is the TensorFlow original's weighting: 0.5 CE(clean) + 0.5 CE(adv).
 OBJECTIVES = {
-    "pgd_at": ({"ce_adv": 1.0}, "ce"),
-    "trades": ({"ce_clean": 1.0, "trades_kl": 6.0}, "kl"),
-    "adr_pgd": ({"ce_clean": 1.0, "ce_adv": 1.0, **_ADR_WEIGHTS}, "ce"),
-    "adr_pgd_tf": ({"ce_clean": 0.5, "ce_adv": 0.5, **_ADR_WEIGHTS}, "ce"),
-    "adr_trades": ({"ce_clean": 1.0, "trades_kl": 1.0, **_ADR_WEIGHTS}, "kl"),
+    "pgd_at": (_weights(ce_adv=1.0), "ce"),
+    "trades": (_weights(ce_clean=1.0, trades_kl=6.0), "kl"),
+    "adr_pgd": (_weights(ce_clean=1.0, ce_adv=1.0, **_ADR_WEIGHTS), "ce"),
+    "adr_pgd_tf": (_weights(ce_clean=0.5, ce_adv=0.5, **_ADR_WEIGHTS), "ce"),
+    "adr_trades": (_weights(ce_clean=1.0, trades_kl=1.0, **_ADR_WEIGHTS), "kl"),
     "mart": (dict(_MART_WEIGHTS), "ce"),
     "adr_mart": ({**_MART_WEIGHTS, **_ADR_WEIGHTS}, "ce"),
 }
@@ -101,13 +106,14 @@ class Objective:
         """Loss and its parts for one batch; ``attack(model, x, y) -> x_adv`` runs on the
         unwrapped model; ``gather`` (DDP) all-gathers detached tensors across ranks."""
         active = self.active
-        need_clean = bool(_NEEDS_CLEAN & set(active))
-        x_adv = attack(getattr(model, "module", model), x, y) if _NEEDS_ADV & set(active) else None
+        used = [TERMS[name] for name in active]
+        need_clean = any(term.clean for term in used)
+        x_adv = attack(getattr(model, "module", model), x, y) if any(term.adversarial for term in used) else None
         clean, adv = _forward(model, x if need_clean else None, x_adv, self.concat)
-        if self.latent_norm != "none" and set(_COMPACTNESS) & set(active):
+        if self.latent_norm != "none" and any(term.reads_latent for term in used):
             clean, adv = (_normalised(side, self.latent_norm) for side in (clean, adv))
-        columns = _clean_columns(set(active), clean, y, gather)
-        values = {name: self._term(name, clean, adv, y, columns) for name in active}
+        inputs = _inputs(used, clean, adv, y, gather, self.scale)
+        values = {term.name: term.function(*(inputs[arg] for arg in term.inputs)) for term in used}
         loss = sum(active[name] * value for name, value in values.items())
         out = {"loss": loss}
         out.update({name: value.detach() for name, value in values.items()})
@@ -116,27 +122,6 @@ class Objective:
         if adv is not None:
             out["logits_adv"] = adv[0].detach()
         return out
-
-    def _term(self, name, clean, adv, y, columns):
-        """One term's value from the (logits, z) pairs of the two passes."""
-        if name in _PER_EXAMPLE:
-            return _PER_EXAMPLE[name](clean, adv, y)
-        if name == "global_compactness":
-            return terms.global_compactness(adv[1], columns["z"], y, columns["y"], self.scale)
-        return terms.global_smoothness(adv[0], columns["probs"], y, columns["y"], self.scale)
-
-
-# Terms of one example at a time, from the clean and adversarial (logits, z) pairs.
-_PER_EXAMPLE = {
-    "ce_clean": lambda clean, adv, y: terms.ce_clean(clean[0], y),
-    "ce_adv": lambda clean, adv, y: terms.ce_adv(adv[0], y),
-    "trades_kl": lambda clean, adv, y: terms.trades_kl(clean[0], adv[0]),
-    "local_compactness": lambda clean, adv, y: terms.local_compactness(clean[1], adv[1]),
-    "local_smoothness": lambda clean, adv, y: terms.local_smoothness(clean[0], adv[0]),
-    "entropy": lambda clean, adv, y: terms.entropy(adv[0]),
-    "mart_bce": lambda clean, adv, y: terms.mart_bce(adv[0], y),
-    "mart_kl": lambda clean, adv, y: terms.mart_kl(clean[0], adv[0], y),
-}
 
 
 def _normalised(side, how: str):
@@ -152,17 +137,24 @@ def _gathered(t, gather):
     return t if gather is None else gather(t.detach())
 
 
-def _clean_columns(active, clean, y, gather) -> dict:
-    """The detached clean side of the global terms (labels, latents, probabilities),
-    from this rank or gathered once from all ranks; empty when no global term is active."""
-    columns = {}
-    if active & {"global_compactness", "global_smoothness"}:
-        columns["y"] = _gathered(y, gather)
-    if "global_compactness" in active:
-        columns["z"] = _gathered(clean[1].detach(), gather)
-    if "global_smoothness" in active:
-        columns["probs"] = _gathered(F.softmax(as_float32(clean[0]).detach(), dim=1), gather)
-    return columns
+def _inputs(used, clean, adv, y, gather, scale) -> dict:
+    """What the ``used`` terms read (terms.INPUTS), from the (logits, z) pairs of the two
+    passes. The detached clean columns of the global terms (labels, latents,
+    probabilities) are made, and gathered from all ranks, only when an active term reads
+    them, always in this order (a gather is a collective: every rank must make the same calls)."""
+    inputs = {"y": y, "scale": scale}
+    if clean is not None:
+        inputs["logits_clean"], inputs["z_clean"] = clean
+    if adv is not None:
+        inputs["logits_adv"], inputs["z_adv"] = adv
+    read = {arg for term in used for arg in term.inputs}
+    if "y_cols" in read:
+        inputs["y_cols"] = _gathered(y, gather)
+    if "z_cols" in read:
+        inputs["z_cols"] = _gathered(clean[1].detach(), gather)
+    if "probs_cols" in read:
+        inputs["probs_cols"] = _gathered(F.softmax(as_float32(clean[0]).detach(), dim=1), gather)
+    return inputs
 
 
 def _forward(model, x_clean, x_adv, concat):

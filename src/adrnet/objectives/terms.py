@@ -13,9 +13,17 @@ matrix, which after DDP's gradient averaging is exactly the single-process
 objective of the full batch. Neither global term materialises a b×b×K or
 b×b×C tensor: compactness uses ``torch.cdist(p=1)`` (O(b·B) memory) and
 smoothness factorises into one (b×B)·(B×C) matrix product.
+
+:data:`TERMS` at the end is the one list of the terms: each term's function,
+the arguments it reads, its log label and whether it is one of ADR's five.
+The objective, the presets, config validation and the training logs all take
+the term names from it, so a new term is one entry there.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -138,3 +146,92 @@ def mart_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tenso
     kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
     p_true = log_p.gather(1, y[:, None]).squeeze(1).exp()
     return (kl * (1.0 - p_true)).mean()
+
+
+# The registry. A term names its arguments from what an objective has at hand for one
+# batch; the passes it needs and its scope follow from those names, so they cannot
+# disagree with what the function reads.
+#: Read from the clean forward pass (the ``*_cols`` are its detached columns).
+CLEAN_INPUTS = ("logits_clean", "z_clean", "z_cols", "probs_cols")
+#: Read from the adversarial forward pass (and so need the attack).
+ADV_INPUTS = ("logits_adv", "z_adv")
+#: The clean side of a global term: every clean example of the batch, gathered from
+#: all ranks under data parallelism (labels, detached latents, detached softmax).
+COLUMN_INPUTS = ("y_cols", "z_cols", "probs_cols")
+#: Everything a term may read: the above, the labels y and the pair-weight scale s.
+INPUTS = ("logits_clean", "z_clean", "logits_adv", "z_adv", "y", *COLUMN_INPUTS, "scale")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One loss term: ``function(*inputs)`` is its batch value, ``label`` its short log name.
+
+    Calling a ``Term`` calls its function, so ``TERMS[name](...)`` is the pure function.
+    ``adr`` marks the five terms ADR adds to its base (an ablation or a warm-up acts on
+    these alone).
+    """
+
+    name: str
+    function: Callable[..., torch.Tensor]
+    inputs: tuple[str, ...]
+    label: str
+    adr: bool = False
+
+    def __post_init__(self):
+        unknown = [name for name in self.inputs if name not in INPUTS]
+        if unknown:
+            raise ValueError(f"term {self.name!r} reads unknown input(s) {unknown}; known: {', '.join(INPUTS)}")
+
+    @property
+    def clean(self) -> bool:
+        """Whether the term needs the clean forward pass."""
+        return any(name in CLEAN_INPUTS for name in self.inputs)
+
+    @property
+    def adversarial(self) -> bool:
+        """Whether the term needs the adversarial pass, and so the attack."""
+        return any(name in ADV_INPUTS for name in self.inputs)
+
+    @property
+    def scope(self) -> str:
+        """"global" pairs each adversarial example with every clean example of the whole
+        (data-parallel) batch; "per_example" compares an example with itself only."""
+        return "global" if any(name in COLUMN_INPUTS for name in self.inputs) else "per_example"
+
+    @property
+    def reads_latent(self) -> bool:
+        """Whether the term reads z (the terms a latent normalisation acts on)."""
+        return any(name in ("z_clean", "z_adv", "z_cols") for name in self.inputs)
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        return self.function(*args, **kwargs)
+
+
+def _registry(*terms: Term) -> dict[str, Term]:
+    """Name -> term, refusing a repeated name or log label (the logs key on both)."""
+    registry = {}
+    for term in terms:
+        if term.name in registry or term.label in {t.label for t in registry.values()}:
+            raise ValueError(f"term {term.name!r} repeats a registered name or label {term.label!r}")
+        registry[term.name] = term
+    return registry
+
+
+#: Every loss term by name, in a fixed order: the base terms, ADR's five, MART's two.
+TERMS = _registry(
+    Term("ce_clean", ce_clean, ("logits_clean", "y"), "ce"),
+    Term("ce_adv", ce_adv, ("logits_adv", "y"), "ce_adv"),
+    Term("trades_kl", trades_kl, ("logits_clean", "logits_adv"), "kl"),
+    Term("local_compactness", local_compactness, ("z_clean", "z_adv"), "lc", adr=True),
+    Term("local_smoothness", local_smoothness, ("logits_clean", "logits_adv"), "ls", adr=True),
+    Term("global_compactness", global_compactness, ("z_adv", "z_cols", "y", "y_cols", "scale"), "gc", adr=True),
+    Term("global_smoothness", global_smoothness, ("logits_adv", "probs_cols", "y", "y_cols", "scale"), "gs",
+         adr=True),
+    Term("entropy", entropy, ("logits_adv",), "H", adr=True),
+    Term("mart_bce", mart_bce, ("logits_adv", "y"), "bce"),
+    Term("mart_kl", mart_kl, ("logits_clean", "logits_adv", "y"), "mkl"),
+)
+#: The term names in registry order.
+TERM_NAMES = tuple(TERMS)
+#: The five terms ADR adds to its base (method.md).
+ADR_TERMS = tuple(name for name, term in TERMS.items() if term.adr)
