@@ -48,8 +48,7 @@ from quality import cpu_name  # benchmarks/quality.py: the CPU model beside abso
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 RESULTS = Path(__file__).resolve().parent / "results" / "adr_stability"
 OPTIMISERS = {"sgd": "SGD lr 0.01, momentum 0.9 (paper)", "adam": "Adam lr 1e-3"}
-SHORT = {"local_compactness": "lc", "local_smoothness": "ls", "global_compactness": "gc",
-         "global_smoothness": "gs", "entropy": "H"}
+SHORT = {name: terms.TERMS[name].label for name in ADR_TERMS}
 BATCH, PROBE, PROBE_ATTACKED, ATTACK_STEPS = 128, 512, 256, 5
 #: A row stops early once its probe's mean|z| passes this (the trained base sits near
 #: 0.5): it has blown up, and the remaining steps would only spend time (see early_stop).

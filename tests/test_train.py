@@ -169,3 +169,19 @@ def test_lr_warmup_and_eps_warmup_are_linear_per_step():
     assert [eps_factor(attack, 0, st, 4) for st in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert eps_factor(attack, 3, 1, 4) == 1.0
     assert eps_factor(load_config(None).attack, 0, 0, 4) == 1.0
+
+
+def test_every_registered_term_is_logged_and_an_unregistered_scalar_is_refused():
+    from adrnet.objectives import LOG_LABELS
+    from adrnet.train.metrics import accumulate, postfix, step_record
+    numbers = {name: float(index) for index, name in enumerate(LOG_LABELS)}
+    numbers.update(correct_clean=3, correct_adv=None, examples=4)
+    record = step_record(numbers, 1, 1, 1, 0.1, 0.3)
+    assert all(record[name] == value for name, value in numbers.items() if name in LOG_LABELS)
+    assert record["acc_clean"] == 0.75 and "acc_adv" not in record
+    assert set(postfix(numbers, 1.0)) == {*LOG_LABELS.values(), "acc_clean", "img/s"}
+    running = {}
+    accumulate(running, numbers, 1.0, 0.1, 0.3)
+    assert {f"sum_{name}" for name in LOG_LABELS} <= running.keys()
+    with pytest.raises(KeyError, match="new_term"):
+        accumulate({}, {**numbers, "new_term": 1.0}, 1.0, 0.1, 0.3)

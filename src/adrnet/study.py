@@ -29,10 +29,10 @@ from adrnet.atomic import write_json_atomic, write_text_atomic
 from adrnet.config import Config, apply_overrides, config_to_dict
 from adrnet.errors import ConfigError
 from adrnet.locking import run_lock
+from adrnet.objectives import ADR_TERMS, TERMS
 
-#: Short names of the five ADR terms, used in run names and tables.
-COMPONENTS = {"local_compactness": "lc", "local_smoothness": "ls", "global_compactness": "gc",
-              "global_smoothness": "gs", "entropy": "H"}
+#: Short names of the five ADR terms (their log labels), used in run names and tables.
+COMPONENTS = {name: TERMS[name].label for name in ADR_TERMS}
 STATE = "study.json"
 
 
@@ -79,9 +79,9 @@ def describe(name: str, cfg: Config) -> str:
     from adrnet.train.builders import build_objective
     objective = build_objective(cfg)
     weights = ", ".join(f"{COMPONENTS.get(n, n)}={w:g}" for n, w in objective.active.items())
-    compactness = {"local_compactness", "global_compactness"} & set(objective.active)
+    normalised = any(TERMS[n].reads_latent for n in objective.active)
     extras = ([f"latent_norm={cfg.objective.latent_norm}"]
-              if compactness and cfg.objective.latent_norm != "none" else [])
+              if normalised and cfg.objective.latent_norm != "none" else [])
     if cfg.objective.adr_warmup_epochs:
         extras.append(f"adr_warmup_epochs={cfg.objective.adr_warmup_epochs:g}")
     return f"{name:<10} {cfg.objective.name}: {weights}" + (f" ({', '.join(extras)})" if extras else "")

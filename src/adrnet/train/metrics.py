@@ -28,16 +28,25 @@ from pathlib import Path
 import torch
 
 from adrnet.atomic import append_bytes, write_bytes_atomic
+from adrnet.objectives import LOG_LABELS
 
 JSONL, CSV = "metrics.jsonl", "metrics.csv"
-SHORT_NAMES = {"loss": "loss", "ce_clean": "ce", "ce_adv": "ce_adv", "trades_kl": "kl",
-               "local_compactness": "lc", "local_smoothness": "ls",
-               "global_compactness": "gc", "global_smoothness": "gs", "entropy": "H",
-               "mart_bce": "bce", "mart_kl": "mkl"}
 COUNT_KEYS = ("examples", "correct_clean", "correct_adv")
 #: The entries of a running dict that add up over ranks (the others, lr and ε, are
-#: the same on every rank).
-SUMMED_KEYS = (*COUNT_KEYS, "seconds", *(f"sum_{name}" for name in SHORT_NAMES))
+#: the same on every rank): a fixed list, because a collective needs the same tensor on
+#: every rank, taken from the term registry so that every term can be summed.
+SUMMED_KEYS = (*COUNT_KEYS, "seconds", *(f"sum_{name}" for name in LOG_LABELS))
+
+
+def scalars(numbers: dict) -> dict:
+    """Every number of a step but its counts: the loss and each term the objective
+    returned, all of them logged. One without a log label is refused, not dropped."""
+    found = {name: value for name, value in numbers.items() if name not in COUNT_KEYS}
+    unlabelled = sorted(found.keys() - LOG_LABELS.keys())
+    if unlabelled:
+        raise KeyError(f"the objective returned {unlabelled}, which the term registry "
+                       "(adrnet.objectives.terms.TERMS) does not name: register them")
+    return found
 
 
 def accumulate(running: dict, numbers: dict, seconds: float, lr: float, eps: float) -> None:
@@ -46,11 +55,11 @@ def accumulate(running: dict, numbers: dict, seconds: float, lr: float, eps: flo
     running["examples"] = running.get("examples", 0) + n
     running["seconds"] = running.get("seconds", 0.0) + seconds
     running["lr"], running["eps"] = lr, eps
-    for name, value in numbers.items():
-        if name in SHORT_NAMES:
-            running[f"sum_{name}"] = running.get(f"sum_{name}", 0.0) + value * n
-        elif name.startswith("correct_") and value is not None:
-            running[name] = running.get(name, 0) + value
+    for name, value in scalars(numbers).items():
+        running[f"sum_{name}"] = running.get(f"sum_{name}", 0.0) + value * n
+    for side in ("clean", "adv"):
+        if numbers.get(f"correct_{side}") is not None:
+            running[f"correct_{side}"] = running.get(f"correct_{side}", 0) + numbers[f"correct_{side}"]
 
 
 def sum_over_ranks(running: dict, world_size: int) -> dict:
@@ -94,7 +103,7 @@ def step_record(numbers: dict, epoch: int, step: int, global_step: int, lr: floa
     """The ``"kind": "step"`` record of one step (``epoch`` 1-based, ``step`` done)."""
     record = {"kind": "step", "epoch": epoch, "step": step, "global_step": global_step,
               "lr": lr, "eps": eps}
-    record.update({k: v for k, v in numbers.items() if k in SHORT_NAMES})
+    record.update(scalars(numbers))
     record.update(_accuracies(numbers))
     return record
 
@@ -111,7 +120,7 @@ def epoch_record(running: dict, world_size: int, epoch: int, global_step: int) -
 
 def postfix(numbers: dict, seconds: float) -> dict:
     """The progress bar's short view of one step."""
-    shown = {SHORT_NAMES[k]: f"{v:.3f}" for k, v in numbers.items() if k in SHORT_NAMES}
+    shown = {LOG_LABELS[k]: f"{v:.3f}" for k, v in scalars(numbers).items()}
     shown.update({k: f"{v:.2f}" for k, v in _accuracies(numbers).items()})
     shown["img/s"] = f"{numbers['examples'] / max(seconds, 1e-9):.0f}"
     return shown
