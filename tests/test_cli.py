@@ -1,7 +1,6 @@
 """The ``adrnet`` command line: train end to end on tiny data, resume flags, data
 subcommands, and one ``error: ...`` line with exit status 2 for every user mistake."""
 
-import importlib.util
 import subprocess
 import sys
 
@@ -136,8 +135,36 @@ def test_parser_documents_every_train_option():
             "--no-progress"} <= options
 
 
-@pytest.mark.skipif(importlib.util.find_spec("adrnet.eval.cli") is None,
-                    reason="adrnet.eval.cli has not landed")
 def test_eval_subcommands_are_registered():
     commands = build_parser()._subparsers._group_actions[0].choices
     assert "eval" in commands
+
+
+@pytest.mark.parametrize("module", ["adrnet", "adrnet.cli"])
+def test_python_dash_m_runs_the_command(module):
+    """`python -m adrnet` and `python -m adrnet.cli` (what torchrun launches) reach main()."""
+    from adrnet import __version__
+    result = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == f"adrnet {__version__}"
+
+
+def test_eval_package_does_not_import_the_command_line():
+    code = ("import sys, pkgutil, importlib, adrnet.eval as e\n"
+            "for m in pkgutil.iter_modules(e.__path__): importlib.import_module('adrnet.eval.' + m.name)\n"
+            "print(sorted(n for n in sys.modules if n.startswith('adrnet.cli')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_data_fetch_hints_come_from_the_registry(capsys):
+    from adrnet.data import DATASETS
+    fetchable = build_parser().parse_args(["data", "fetch", "mnist"])
+    assert fetchable.name == "mnist"
+    for name in ("fashion_mnist", "cifar10"):
+        code, out, _ = run_cli("data", "fetch", name, capsys=capsys)
+        assert code == 0 and DATASETS[name].how_to_get("./data") in out
+    code, out, _ = run_cli("data", "info", "moons", capsys=capsys)
+    assert code == 0 and "(generated)" in out
+    assert {n for n, info in DATASETS.items() if info.generated} == {"moons", "circles", "blobs"}

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from adrnet.cli import main
+from adrnet.cli.evaluate import parse_eps, parse_eps_list
 from adrnet.errors import AdrnetError, ConfigError
 from adrnet.eval import EvalOptions, evaluate_run, robust_accuracy, summarize, worst_case
-from adrnet.eval.attacks_suite import attack_settings, build_attacks, make_attack, parse_attack_names
+from adrnet.eval.whitebox import attack_settings, build_attacks, make_attack, parse_attack_names
 from adrnet.eval.divergence import latent_tsne, layer_divergence
-from adrnet.eval.sweep import PAPER_EPS, default_eps_list, eps_sweep, parse_eps, parse_eps_list
+from adrnet.eval.sweep import PAPER_EPS, default_eps_list, eps_sweep
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

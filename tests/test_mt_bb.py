@@ -12,7 +12,7 @@ from torch import nn
 from adrnet.attacks import L2, Linf, multi_targeted, pgd
 from adrnet.errors import ConfigError
 from adrnet.eval import robust_accuracy
-from adrnet.eval.attacks_suite import attack_settings, build_attacks, parse_attack_names
+from adrnet.eval.whitebox import attack_settings, build_attacks, parse_attack_names
 from adrnet.eval.brendel_bethge import BrendelBethge, distances
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adrnet.eval.masking import NoisyLogits, QuantizedInput
+from _masking import NoisyLogits, QuantizedInput
 from adrnet.eval.sanity import check_determinism, random_noise_attack, sanity_checks
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

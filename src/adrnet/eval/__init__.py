@@ -5,29 +5,23 @@ PGD-k with restarts, CW-margin PGD, AutoAttack by Croce & Hein 2020), in L∞ or
 L2 balls; ε sweeps; gradient-masking sanity checks (Athalye et al. 2018;
 Carlini et al. 2019); the representation diagnostics that motivate ADR (Bui et
 al., ECCV 2020); and an HTML/Markdown report. Plots and t-SNE need matplotlib
-and scikit-learn (the ``plots`` extra); they are imported only when used.
+and scikit-learn (the ``plots`` extra); they are imported only when used. The
+modules compute; ``figures`` is the only one that draws and ``tables`` the only
+one that writes tables. The command line lives in ``adrnet.cli``, never here.
 """
 
-from adrnet.eval.attacks_suite import AttackSettings, attack_settings, build_attacks, make_attack
 from adrnet.eval.autoattack import AutoAttackResult, autoattack_eval
 from adrnet.eval.divergence import latent_tsne, layer_divergence
 from adrnet.eval.evaluate import EvalOptions, evaluate_run
+from adrnet.eval.report import write_report
 from adrnet.eval.robust import EvalResult, robust_accuracy, summarize, worst_case
 from adrnet.eval.sanity import SanityReport, sanity_checks
 from adrnet.eval.sweep import PAPER_EPS, eps_sweep
-
-
-def write_report(run_dirs, out_html, title="adrnet report"):
-    """See :func:`adrnet.eval.report.write_report` (imported lazily: matplotlib)."""
-    from adrnet.eval.report import write_report as _write
-    return _write(run_dirs, out_html, title=title)
-
-
-tsne = latent_tsne  # the name in docs/architecture.md
+from adrnet.eval.whitebox import AttackSettings, attack_settings, build_attacks, make_attack
 
 __all__ = [
     "AttackSettings", "AutoAttackResult", "EvalOptions", "EvalResult", "PAPER_EPS", "SanityReport",
     "attack_settings", "autoattack_eval", "build_attacks", "eps_sweep", "evaluate_run",
     "latent_tsne", "layer_divergence", "make_attack", "robust_accuracy", "sanity_checks",
-    "summarize", "tsne", "worst_case", "write_report",
+    "summarize", "worst_case", "write_report",
 ]

@@ -25,10 +25,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from adrnet.attacks import attack_mode
+from adrnet.attacks import attack_mode, make_threat
 from adrnet.errors import ConfigError
 from adrnet.atomic import write_json_atomic
-from adrnet.eval.attacks_suite import check_eps
 from adrnet.eval.robust import num_outputs, predict
 
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
@@ -66,7 +65,7 @@ class _Collect(logging.Handler):
 def _settings(norm, eps, version, attacks, seed, square_queries, dim) -> dict:
     if norm not in AA_NORMS:
         raise ConfigError(f"AutoAttack norm must be one of {', '.join(AA_NORMS)}, got {norm!r}")
-    check_eps(eps, norm, dim)
+    make_threat(norm, eps, dim)
     if version not in AA_VERSIONS:
         raise ConfigError(f"AutoAttack version must be one of {', '.join(AA_VERSIONS)}, got {version!r}")
     if (attacks is None) != (version != "custom"):

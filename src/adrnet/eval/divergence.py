@@ -8,15 +8,11 @@ layer. For every stage s of ``model.forward_stages`` this module measures
 (the mean absolute difference normalised by the clean representation's scale,
 so layers of different magnitude are comparable), and embeds the latent z of
 clean and adversarial examples with t-SNE (van der Maaten & Hinton, 2008) to see
-whether adversarial points stay in their class cluster.
-Threat model: whatever attack produced x' (L∞ or L2 PGD in `adrnet eval`).
+whether adversarial points stay in their class cluster; ``figures`` draws both.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
-
-import numpy as np
 import torch
 from torch import nn
 
@@ -59,32 +55,3 @@ def latent_tsne(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch
     embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z)
     return {"clean": embedding[:n].tolist(), "adv": embedding[n:].tolist(),
             "labels": y.cpu().tolist()}
-
-
-def plot_divergence(ax, curves: Mapping[str, Mapping[str, float]]) -> None:
-    """D_s across layers, one line per run."""
-    for label, divergence in curves.items():
-        ax.plot(list(divergence), list(divergence.values()), marker="o", label=label)
-    ax.set_xlabel("layer (stage)")
-    ax.set_ylabel("mean |z(x') − z(x)| / mean |z(x)|")
-    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-    ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(fontsize=8)
-
-
-def plot_tsne(ax, embedding: Mapping[str, list], title: str = "") -> None:
-    """Clean points as dots, adversarial as crosses, coloured by true class."""
-    clean, adv = np.asarray(embedding["clean"]), np.asarray(embedding["adv"])
-    labels = np.asarray(embedding["labels"])
-    vmax = max(9, int(labels.max(initial=0)))
-    cmap = "tab10" if vmax < 10 else "tab20"
-    ax.scatter(clean[:, 0], clean[:, 1], c=labels, cmap=cmap, vmin=0, vmax=vmax, s=8, marker="o", label="clean")
-    ax.scatter(adv[:, 0], adv[:, 1], c=labels, cmap=cmap, vmin=0, vmax=vmax, s=14, marker="x", label="adversarial")
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    from matplotlib.lines import Line2D
-    grey = dict(color="0.3", linestyle="none")
-    ax.legend(handles=[Line2D([], [], marker="o", label="clean", **grey),
-                       Line2D([], [], marker="x", label="adversarial", **grey)], fontsize=7, loc="best")

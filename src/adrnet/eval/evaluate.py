@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from adrnet.atomic import output_file, read_small_file, write_json_atomic
+from adrnet.attacks import make_threat
 from adrnet.data import DATASETS
 from adrnet.device import resolve_device
 from adrnet.errors import ConfigError, OutputError
-from adrnet.eval.attacks_suite import (attack_settings, build_attacks, check_eps, make_attack,
-                                       parse_attack_names)
+from adrnet.eval.whitebox import attack_settings, build_attacks, make_attack, parse_attack_names
 from adrnet.eval.autoattack import autoattack_eval
 from adrnet.eval.robust import robust_accuracy
 from adrnet.locking import file_lock
@@ -50,7 +50,7 @@ class EvalOptions:
     device: str = "auto"
     which: str = "best"
     data_root: str | None = None
-    sweep: tuple[float, ...] | str | None = None  # or "paper"
+    sweep: tuple[float, ...] | str | None = None  # radii, or "paper": the paper's list
     sanity: bool = False
     sanity_n: int = 200
     diagnostics: bool = True
@@ -72,7 +72,7 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
                           f"{cfg.attack.threat} eps={cfg.attack.eps}, which is no {norm} radius")
     eps = cfg.attack.eps if options.eps is None else float(options.eps)
     dim = math.prod(DATASETS[cfg.data.name].shape)  # values per input: bounds an L2 radius
-    check_eps(eps, norm, dim)
+    make_threat(norm, eps, dim)
     n = options.n
     if n is None and {"autoattack", "bb"} & set(attacks) and cfg.eval.autoattack_n:
         n = cfg.eval.autoattack_n
@@ -82,11 +82,13 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
         raise ConfigError(f"--split must be 'test' or 'val', got {options.split!r}")
     steps = options.steps or cfg.eval.test_steps
     sweep = options.sweep
-    if isinstance(sweep, str):
-        from adrnet.eval.sweep import parse_eps_list
-        sweep = tuple(parse_eps_list(sweep, dataset=cfg.data.name, norm=norm))
+    if sweep == "paper":  # the paper's list depends on the data set, known only here
+        from adrnet.eval.sweep import default_eps_list
+        sweep = tuple(default_eps_list(cfg.data.name, norm))
+    elif isinstance(sweep, str):
+        raise ConfigError(f"sweep must be a sequence of radii (floats) or 'paper', got {sweep!r}")
     for value in sweep or ():
-        check_eps(value, norm, dim)
+        make_threat(norm, value, dim)
     # the config's step size belongs to its own (steps, ε); with either overridden: 2.5·ε/steps
     step_size = options.step_size if options.step_size is not None else (
         cfg.eval.test_step_size if options.eps is None and options.steps is None else None)

@@ -1,21 +1,20 @@
-"""The report's figures, drawn from run files (metrics.jsonl, eval.json).
+"""Every figure of adrnet's evaluation, drawn from run files (metrics.jsonl, eval.json).
 
-Why: the report compares runs (e.g. PGD-AT against ADR, Bui et al., ECCV 2020)
-on the quantities the paper argues with: training curves, robust accuracy vs ε
-(L∞/L2), the clean-vs-adversarial divergence across layers and a t-SNE of the
-latent z. Figures are built on matplotlib's object API (no pyplot global state,
-no display) and returned as PNG bytes. Threat model: as recorded in eval.json.
+Why one module: the numbers are computed elsewhere in ``adrnet.eval`` and written
+to eval.json; this is the only module that draws them (training curves, robust
+accuracy vs ε, divergence across layers, t-SNE of the latent z), so matplotlib
+stays an optional dependency touched in one place. Figures are built on
+matplotlib's object API (no pyplot global state, no display) and returned as
+PNG bytes; the ``plot_*`` helpers draw on an axis the caller owns.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Mapping
+from typing import Mapping, Sequence
 
-from adrnet.eval.divergence import plot_divergence, plot_tsne
-from adrnet.eval.sweep import plot_sweep
+import numpy as np
 
-LOSS_KEYS = ("loss",)
 ACC_KEYS = ("acc_clean", "acc_adv", "val_acc_clean", "val_acc_robust")
 
 
@@ -93,3 +92,44 @@ def tsne_figure(embeddings: Mapping[str, Mapping[str, list]]) -> bytes | None:
     for ax, (label, embedding) in zip(axes, embeddings.items()):
         plot_tsne(ax, embedding, title=f"{label}: latent z (o clean, x adversarial)")
     return to_png(fig)
+
+
+def plot_sweep(ax, curves: dict[str, Sequence[dict]], norm: str = "linf") -> None:
+    """Worst-case accuracy vs ε, one line per run, on a matplotlib axis."""
+    for label, rows in curves.items():
+        ax.plot([r["eps"] for r in rows], [100 * r["worst_case"] for r in rows], marker="o", label=label)
+    ax.set_xlabel("ε (L∞)" if norm == "linf" else "ε (L2)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+
+
+def plot_divergence(ax, curves: Mapping[str, Mapping[str, float]]) -> None:
+    """D_s across layers, one line per run."""
+    for label, divergence in curves.items():
+        ax.plot(list(divergence), list(divergence.values()), marker="o", label=label)
+    ax.set_xlabel("layer (stage)")
+    ax.set_ylabel("mean |z(x') − z(x)| / mean |z(x)|")
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+
+
+def plot_tsne(ax, embedding: Mapping[str, list], title: str = "") -> None:
+    """Clean points as dots, adversarial as crosses, coloured by true class."""
+    clean, adv = np.asarray(embedding["clean"]), np.asarray(embedding["adv"])
+    labels = np.asarray(embedding["labels"])
+    vmax = max(9, int(labels.max(initial=0)))
+    cmap = "tab10" if vmax < 10 else "tab20"
+    ax.scatter(clean[:, 0], clean[:, 1], c=labels, cmap=cmap, vmin=0, vmax=vmax, s=8, marker="o", label="clean")
+    ax.scatter(adv[:, 0], adv[:, 1], c=labels, cmap=cmap, vmin=0, vmax=vmax, s=14, marker="x", label="adversarial")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    from matplotlib.lines import Line2D
+    grey = dict(color="0.3", linestyle="none")
+    ax.legend(handles=[Line2D([], [], marker="o", label="clean", **grey),
+                       Line2D([], [], marker="x", label="adversarial", **grey)], fontsize=7, loc="best")

@@ -1,27 +1,26 @@
 """`adrnet report`: one self-contained HTML page and its Markdown twin.
 
-Why: comparing runs (PGD-AT, TRADES, ADR; Bui et al., ECCV 2020) needs their
-numbers and figures side by side, in a file that opens anywhere: the HTML page
-embeds every image as base64 PNG (no server, no external files); the Markdown
-twin references PNG files written to ``<name>_files/`` next to it. The report
-only reads run files (config.toml, metrics.jsonl, eval.json from `adrnet eval`);
-it never runs a model, so it is fast and reproducible.
-Threat model: whatever each run's eval.json records.
+Why: comparing runs needs their numbers and figures side by side, in a file that
+opens anywhere: the HTML page embeds every image as base64 PNG (no server, no
+external files); the Markdown twin references PNG files written to
+``<name>_files/`` next to it. The report only reads run files (config.toml,
+metrics.jsonl, eval.json from `adrnet eval`); it never runs a model, so it is
+fast and reproducible. This module reads the runs and chooses the sections;
+``figures`` draws them and ``tables`` writes their tables and the two pages.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from adrnet.atomic import output_file, write_bytes_atomic, write_text_atomic
 from adrnet.errors import AdrnetError
 from adrnet.eval import figures
-from adrnet.atomic import output_file, write_bytes_atomic, write_text_atomic
-from adrnet.eval.tables import html_table, markdown_table, pct, results_table
+from adrnet.eval.tables import (divergence_table, render_html, render_markdown, results_table,
+                                sanity_table, sweep_comparison_table)
 
 
 @dataclass(frozen=True)
@@ -128,16 +127,10 @@ def _sweep_sections(evaluated: dict) -> list[Section]:
     norms = sorted({norm for per_norm in sweeps.values() for norm in per_norm})
     if not norms:
         return [Section("Accuracy vs ε", "No ε sweep recorded (run `adrnet eval RUN_DIR --sweep paper`).")]
-    sections = []
-    for index, norm in enumerate(norms):
-        runs = [label for label, per_norm in sweeps.items() if norm in per_norm]
-        worst = {label: {r["eps"]: r["worst_case"] for r in sweeps[label][norm]} for label in runs}
-        eps_values = sorted({e for per_eps in worst.values() for e in per_eps})
-        rows = [[f"{e:.4g}"] + [pct(worst[label].get(e)) for label in runs] for e in eps_values]
-        sections.append(Section(f"Accuracy vs ε ({norm})", "Worst-case robust accuracy (%) per ε.",
-                                ([f"ε ({norm})"] + runs, rows),
-                                image if index == len(norms) - 1 else None, "eps_sweep.png"))
-    return sections
+    return [Section(f"Accuracy vs ε ({norm})", "Worst-case robust accuracy (%) per ε.",
+                    sweep_comparison_table(sweeps, norm),
+                    image if index == len(norms) - 1 else None, "eps_sweep.png")
+            for index, norm in enumerate(norms)]
 
 
 def _diagnostic_sections(evaluated: dict) -> list[Section]:
@@ -146,11 +139,9 @@ def _diagnostic_sections(evaluated: dict) -> list[Section]:
     tsne = {label: d["tsne"] for label, d in diags.items() if d.get("tsne")}
     text = ("D = mean |s(x') − s(x)| / mean |s(x)| at every stage s, for PGD examples x' "
             "(Bui et al.: the gap grows with depth; ADR should shrink it at the latent layer).")
-    layers = list(dict.fromkeys(k for c in curves.values() for k in c))
-    table = (["run"] + layers, [[label] + [f"{c.get(k, float('nan')):.3f}" for k in layers]
-                                for label, c in curves.items()]) if curves else None
     return [Section("Representation divergence across layers", text if curves else "No diagnostics recorded.",
-                    table, figures.divergence_figure(curves), "divergence.png"),
+                    divergence_table(curves) if curves else None, figures.divergence_figure(curves),
+                    "divergence.png"),
             Section("t-SNE of the latent z", "Clean (o) and adversarial (x) test examples, coloured by "
                     "true class; adversarial points far from their class cluster are the divergence ADR "
                     "penalises." if tsne else "No t-SNE recorded.", None,
@@ -161,46 +152,8 @@ def _sanity_sections(evaluated: dict) -> list[Section]:
     checked = {label: r["sanity"] for label, r in evaluated.items() if r.get("sanity")}
     if not checked:
         return [Section("Gradient-masking checks", "Not run (add `--sanity` to `adrnet eval`).")]
-    names = list(dict.fromkeys(k for s in checked.values() for k in s["checks"]))
-    rows = [[name] + [("ok: " if s["checks"][name]["passed"] else "FAIL: ") + s["checks"][name]["message"]
-                      if name in s["checks"] else "–" for s in checked.values()] for name in names]
     return [Section("Gradient-masking checks", "A failed check means the robust accuracy above may be "
-                    "overestimated (Athalye et al. 2018; Carlini et al. 2019).", (["check"] + list(checked), rows))]
-
-
-STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #bbb;padding:4px 8px;text-align:left}
-th{background:#eee}td.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%;border:1px solid #ddd}
-h2{border-bottom:1px solid #ccc;padding-bottom:4px}.meta{color:#666;font-size:13px}"""
-
-
-def render_html(title: str, sections: list[Section], meta: str) -> str:
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-             f"<p class='meta'>{html.escape(meta)}</p>"]
-    for s in sections:
-        parts.append(f"<h2>{html.escape(s.title)}</h2>")
-        if s.text:
-            parts.append(f"<p>{html.escape(s.text)}</p>")
-        if s.table:
-            parts.append(html_table(*s.table))
-        if s.image:
-            data = base64.b64encode(s.image).decode("ascii")
-            parts.append(f"<img alt='{html.escape(s.title)}' src='data:image/png;base64,{data}'>")
-    return "\n".join(parts) + "\n</body></html>\n"
-
-
-def render_markdown(title: str, sections: list[Section], meta: str, image_dir: str) -> str:
-    parts = [f"# {title}\n", f"_{meta}_\n"]
-    for s in sections:
-        parts.append(f"## {s.title}\n")
-        if s.text:
-            parts.append(s.text + "\n")
-        if s.table:
-            parts.append(markdown_table(*s.table))
-        if s.image:
-            parts.append(f"![{s.title}]({image_dir}/{s.image_name})\n")
-    return "\n".join(parts)
+                    "overestimated (Athalye et al. 2018; Carlini et al. 2019).", sanity_table(checked))]
 
 
 def write_report(run_dirs: list, out_html: str | Path, title: str = "adrnet report") -> tuple[Path, Path]:

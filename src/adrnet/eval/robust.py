@@ -5,7 +5,6 @@ different attacks fail on different examples (Croce & Hein, ICML 2020, the
 AutoAttack paper; Carlini et al. 2019, "On Evaluating Adversarial Robustness").
 An example counts as robust only if it is classified correctly clean *and*
 under every attack, so adding an attack can only lower the reported number.
-Threat model: whatever each attack implements (L∞ or L2 balls around x in [0, 1]).
 """
 
 from __future__ import annotations

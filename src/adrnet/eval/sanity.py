@@ -26,7 +26,7 @@ from torch import nn
 
 from adrnet.attacks import attack_mode
 from adrnet.attacks.threats import per_example_norm
-from adrnet.eval.attacks_suite import attack_settings, make_attack
+from adrnet.eval.whitebox import attack_settings, make_attack
 from adrnet.eval.autoattack import autoattack_eval
 from adrnet.eval.robust import (attack_correct, model_device, num_outputs, predict,
                                worst_case)

@@ -1,21 +1,41 @@
-"""Small text, Markdown and HTML tables of evaluation results.
+"""Every piece of table text of adrnet's evaluation: terminal, Markdown and HTML.
 
-Why: `adrnet eval` prints its numbers and the report shows them across runs;
-both read the same ``eval.json`` record, so one module formats it. Accuracies
-are percentages of the n evaluated examples; "worst case" is the per-example
-worst case over every attack (Croce & Hein 2020). Threat model: as recorded.
+Why one module: `adrnet eval` prints its numbers and `adrnet report` shows them
+across runs; both read the same ``eval.json`` records, so the same formatting
+(accuracies as percentages of the n evaluated examples, ε written as k/255 where
+it is one) serves both, and the report's HTML page and its Markdown twin are
+rendered here from the sections ``report`` assembles.
 """
 
 from __future__ import annotations
 
+import base64
 import html
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from adrnet.eval.sweep import sweep_table_markdown
+if TYPE_CHECKING:
+    from adrnet.eval.report import Section
 
 
 def pct(value) -> str:
     return "–" if value is None else f"{100 * float(value):.2f}"
+
+
+def _fmt_eps(eps: float, norm: str) -> str:
+    k = eps * 255
+    return f"{round(k)}/255" if norm == "linf" and abs(k - round(k)) < 1e-6 and eps < 0.1 else f"{eps:g}"
+
+
+def sweep_table_markdown(rows: Sequence[dict], norm: str = "linf") -> str:
+    """A Markdown table of a sweep (accuracies in %)."""
+    if not rows:
+        return "_no sweep_\n"
+    keys = [k for k in rows[0] if k not in ("eps", "n")]
+    lines = ["| ε | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for row in rows:
+        lines.append(f"| {_fmt_eps(row['eps'], norm)} | " +
+                     " | ".join(f"{100 * row[k]:.1f}" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def format_eval(record: dict) -> str:
@@ -75,3 +95,65 @@ def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def sweep_comparison_table(sweeps: dict[str, dict[str, list[dict]]],
+                           norm: str) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows): worst-case accuracy per ε (rows) of every run that swept ``norm``."""
+    runs = [label for label, per_norm in sweeps.items() if norm in per_norm]
+    worst = {label: {r["eps"]: r["worst_case"] for r in sweeps[label][norm]} for label in runs}
+    eps_values = sorted({e for per_eps in worst.values() for e in per_eps})
+    rows = [[f"{e:.4g}"] + [pct(worst[label].get(e)) for label in runs] for e in eps_values]
+    return [f"ε ({norm})"] + runs, rows
+
+
+def divergence_table(curves: dict[str, dict[str, float]]) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows): one row of per-layer divergences per run."""
+    layers = list(dict.fromkeys(k for c in curves.values() for k in c))
+    return ["run"] + layers, [[label] + [f"{c.get(k, float('nan')):.3f}" for k in layers]
+                              for label, c in curves.items()]
+
+
+def sanity_table(checked: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows): one row per check, one column of verdicts per run."""
+    names = list(dict.fromkeys(k for s in checked.values() for k in s["checks"]))
+    rows = [[name] + [("ok: " if s["checks"][name]["passed"] else "FAIL: ") + s["checks"][name]["message"]
+                      if name in s["checks"] else "–" for s in checked.values()] for name in names]
+    return ["check"] + list(checked), rows
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #bbb;padding:4px 8px;text-align:left}
+th{background:#eee}td.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%;border:1px solid #ddd}
+h2{border-bottom:1px solid #ccc;padding-bottom:4px}.meta{color:#666;font-size:13px}"""
+
+
+def render_html(title: str, sections: list[Section], meta: str) -> str:
+    """The report as one self-contained page: every image embedded as base64 PNG."""
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+             f"<p class='meta'>{html.escape(meta)}</p>"]
+    for s in sections:
+        parts.append(f"<h2>{html.escape(s.title)}</h2>")
+        if s.text:
+            parts.append(f"<p>{html.escape(s.text)}</p>")
+        if s.table:
+            parts.append(html_table(*s.table))
+        if s.image:
+            data = base64.b64encode(s.image).decode("ascii")
+            parts.append(f"<img alt='{html.escape(s.title)}' src='data:image/png;base64,{data}'>")
+    return "\n".join(parts) + "\n</body></html>\n"
+
+
+def render_markdown(title: str, sections: list[Section], meta: str, image_dir: str) -> str:
+    """The report's Markdown twin; its images are the PNG files in ``image_dir``."""
+    parts = [f"# {title}\n", f"_{meta}_\n"]
+    for s in sections:
+        parts.append(f"## {s.title}\n")
+        if s.text:
+            parts.append(s.text + "\n")
+        if s.table:
+            parts.append(markdown_table(*s.table))
+        if s.image:
+            parts.append(f"![{s.title}]({image_dir}/{s.image_name})\n")
+    return "\n".join(parts)

@@ -47,7 +47,7 @@ def build_model(name: str, *, num_classes: int, in_shape: Sequence[int],
     """Build registry model ``name``; unknown names or options raise ConfigError.
 
     ``latent`` names the stage whose flattened output is ADR's z (None: the model's
-    default, see method.md). The returned model records how it was built in
+    default, see docs/method.md). The returned model records how it was built in
     ``model.spec`` (a JSON-able dict), so checkpoints can name and rebuild it.
     """
     allowed = model_options(name)

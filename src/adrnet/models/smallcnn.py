@@ -1,6 +1,6 @@
 """SmallCNN: the MNIST / Fashion-MNIST model of the ADR reference (and of TRADES).
 
-Architecture (method.md, Bui et al. ECCV 2020, following Zhang et al. ICML 2019):
+Architecture (docs/method.md, Bui et al. ECCV 2020, following Zhang et al. ICML 2019):
 conv32-ReLU-conv32-ReLU-maxpool2 - conv64-ReLU-conv64-ReLU-maxpool2 -
 fc200-ReLU-dropout0.5 - fc200-ReLU - fc10, 3x3 convolutions without padding, last layer
 zero-initialised. On 1x28x28: 28 -> 26 -> 24 -> 12 -> 10 -> 8 -> 4.

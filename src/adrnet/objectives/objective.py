@@ -45,7 +45,7 @@ _ADR_WEIGHTS = _weights(**{name: 1.0 for name in ADR_TERMS})
 #: its WRN code's default).
 _MART_WEIGHTS = _weights(mart_bce=1.0, mart_kl=6.0)
 
-#: Presets (method.md). TRADES' own β is 6; the ADR reference runs TRADES with β = 1.
+#: Presets (docs/method.md). TRADES' own β is 6; the ADR reference runs TRADES with β = 1.
 #: ``adr_pgd_tf`` is the TensorFlow original's weighting: 0.5 CE(clean) + 0.5 CE(adv).
 OBJECTIVES = {
     "pgd_at": (_weights(ce_adv=1.0), "ce"),
@@ -57,7 +57,7 @@ OBJECTIVES = {
     "adr_mart": ({**_MART_WEIGHTS, **_ADR_WEIGHTS}, "ce"),
 }
 
-#: How the two compactness terms see the latents (method.md allows these as options;
+#: How the two compactness terms see the latents (docs/method.md allows these as options;
 #: "none" is the reference). "l2" compares directions z/‖z‖₂ (cosine-style, as in the
 #: authors' later ``hidden_norm`` switch and metric-learning adversarial training);
 #: "rms" compares z/rms(z) = √K·z/‖z‖₂, the same directions at unit root-mean-square,

@@ -1,4 +1,4 @@
-"""The loss terms of PGD-AT, TRADES and ADR as pure functions (method.md).
+"""The loss terms of PGD-AT, TRADES and ADR as pure functions (docs/method.md).
 
 PGD-AT: Madry et al., ICLR 2018. TRADES: Zhang et al., ICML 2019. ADR: Bui et
 al., "Improving Adversarial Robustness by Enforcing Local and Global
@@ -99,7 +99,7 @@ def adr_terms(z_clean, logits_clean, z_adv, logits_adv, y, scale: float = 0.99) 
 
     Keys: local_compactness, local_smoothness, global_compactness,
     global_smoothness, entropy. Gradients reach z_adv / logits_adv only
-    (method.md), for any number of classes, any batch size ≥ 1, fp32 or fp64.
+    (docs/method.md), for any number of classes, any batch size ≥ 1, fp32 or fp64.
     """
     probs_clean = F.softmax(as_float32(logits_clean).detach(), dim=1)
     return {
@@ -233,5 +233,5 @@ TERMS = _registry(
 )
 #: The term names in registry order.
 TERM_NAMES = tuple(TERMS)
-#: The five terms ADR adds to its base (method.md).
+#: The five terms ADR adds to its base (docs/method.md).
 ADR_TERMS = tuple(name for name, term in TERMS.items() if term.adr)

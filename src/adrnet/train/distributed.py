@@ -1,6 +1,6 @@
 """Multi-process data-parallel helpers (torch.distributed, launched by torchrun).
 
-Why this module exists: ADR's global terms (Bui et al., ECCV 2020; method.md,
+Why this module exists: ADR's global terms (Bui et al., ECCV 2020; docs/method.md,
 "Under data-parallel training") pair every adversarial example with every clean
 example of the *whole* batch. Under DistributedDataParallel each rank holds only
 its shard of b = B / world_size examples, so a naive objective silently pairs

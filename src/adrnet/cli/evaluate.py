@@ -1,18 +1,20 @@
-"""`adrnet eval` and `adrnet report`: argument parsing only.
+"""``adrnet eval``: parse the arguments, call :func:`adrnet.eval.evaluate_run`, print the table.
 
-Why a thin shell: each subcommand parses its arguments and calls one library
-function (:func:`adrnet.eval.evaluate.evaluate_run`,
-:func:`adrnet.eval.report.write_report`), so everything is testable from
-Python. Attacks: FGSM, PGD-k, CW (PGD on the CW margin), multi-targeted PGD,
-Brendel & Bethge (foolbox), AutoAttack (Croce & Hein 2020); threat models L∞ and L2. Registered by ``adrnet.cli`` through
-:func:`add_subcommands`.
+Why the ε parsing is here: the command line accepts radii as text (``0.3``,
+``8/255``, ``paper`` for the paper's sweep list); the library takes floats (and
+``sweep="paper"``, which needs the run's data set), so reading that text is the
+command line's job. Attacks: FGSM, PGD-k, CW (PGD on the CW margin), multi-targeted
+PGD, Brendel & Bethge (foolbox), AutoAttack; threat models L∞ and L2.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+from fractions import Fraction
 
-from adrnet.cli import positive_int
+from adrnet.attacks import THREATS
+from adrnet.cli import add_autoattack_options, autoattack_attacks, positive_int
 from adrnet.errors import ConfigError
 
 EVAL_EPILOG = """defaults come from the run's config.toml: eps and norm of its training
@@ -25,21 +27,7 @@ examples:
   adrnet eval runs/quick --norm l2 --eps 2.0 --sweep paper"""
 
 
-def add_autoattack_options(p, version_help: str = "AutoAttack version") -> None:
-    """--aa-version and --aa-attacks (eval and ablate); read back by :func:`autoattack_attacks`."""
-    from adrnet.eval.autoattack import AA_VERSIONS
-    p.add_argument("--aa-version", default="standard", choices=AA_VERSIONS, help=version_help)
-    p.add_argument("--aa-attacks", help="AutoAttack attacks for --aa-version custom, e.g. apgd-ce,square")
-
-
-def autoattack_attacks(args) -> tuple[str, ...] | None:
-    """The --aa-attacks list (only with --aa-version custom), or None."""
-    if args.aa_attacks and args.aa_version != "custom":
-        raise ConfigError("--aa-attacks needs --aa-version custom")
-    return tuple(a.strip() for a in args.aa_attacks.split(",")) if args.aa_attacks else None
-
-
-def _eval_parser(subparsers) -> None:
+def add_parser(subparsers) -> None:
     p = subparsers.add_parser("eval", help="robust accuracy of a trained run (worst case over attacks)",
                               description="Attack a trained model and write eval.json.",
                               epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,7 +35,7 @@ def _eval_parser(subparsers) -> None:
     p.add_argument("--attacks", default="fgsm,pgd", help="comma-separated: fgsm,pgd,cw,mt (multi-targeted PGD),bb (Brendel & Bethge, "
                         "needs adrnet[bb]),autoattack (default fgsm,pgd)")
     p.add_argument("--eps", help="radius, e.g. 0.3 or 8/255 (default: the run's training eps)")
-    p.add_argument("--norm", choices=("linf", "l2"), help="threat model (default: the run's)")
+    p.add_argument("--norm", choices=tuple(THREATS), help="threat model (default: the run's)")
     p.add_argument("--n", type=int, help="first N examples of the split (default: all; 1000 with autoattack or bb)")
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--steps", type=positive_int, help="PGD/CW steps (default: eval.test_steps)")
@@ -70,29 +58,13 @@ def _eval_parser(subparsers) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def _report_parser(subparsers) -> None:
-    p = subparsers.add_parser("report", help="one HTML page (+ Markdown) comparing evaluated runs",
-                              description="Write a self-contained HTML report and its Markdown twin.")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", default="report.html", help="HTML file (report.md is written next to it)")
-    p.add_argument("--title", default="adrnet report")
-    p.set_defaults(func=cmd_report)
-
-
-def add_subcommands(subparsers) -> None:
-    """Register ``eval`` and ``report`` on the main ``adrnet`` parser."""
-    _eval_parser(subparsers)
-    _report_parser(subparsers)
-
-
 def options_from_args(args):
     """:class:`EvalOptions` from parsed ``adrnet eval`` arguments."""
-    from adrnet.eval.attacks_suite import parse_attack_names
     from adrnet.eval.evaluate import EvalOptions
-    from adrnet.eval.sweep import parse_eps, parse_eps_list, parse_number
+    from adrnet.eval.whitebox import parse_attack_names
     sweep = None
     if args.sweep:  # "paper" needs the data set: resolved from the config in evaluate_run
-        sweep = args.sweep if args.sweep.strip().lower() in ("paper", "default") else tuple(parse_eps_list(args.sweep))
+        sweep = "paper" if _is_paper(args.sweep) else tuple(parse_eps_list(args.sweep))
     return EvalOptions(
         attacks=tuple(parse_attack_names(args.attacks)), norm=args.norm, n=args.n, split=args.split,
         eps=None if args.eps is None else parse_eps(args.eps), steps=args.steps,
@@ -115,8 +87,39 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
-    from adrnet.eval.report import write_report
-    html_path, md_path = write_report(args.runs, args.out, title=args.title)
-    print(f"report: {html_path}\nmarkdown: {md_path}")
-    return 0
+def parse_number(text: str | float, what: str) -> float:
+    """``"8/255"`` or ``"0.3"`` -> float (±inf beyond float range, for the range checks
+    to refuse by name); ``what`` names the option in the message for anything else."""
+    try:
+        fraction = Fraction(str(text).strip())
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"cannot read {what} {text!r}; write a number like 0.3 or a "
+                          "fraction like 8/255") from None
+    try:
+        return float(fraction)
+    except OverflowError:
+        return math.inf if fraction > 0 else -math.inf
+
+
+def parse_eps(text: str | float) -> float:
+    """``"8/255"`` or ``"0.3"`` -> float, refusing anything else with a clear message."""
+    value = parse_number(text, "eps")
+    if value < 0:
+        raise ConfigError(f"eps must be >= 0, got {text}")
+    return value
+
+
+def _is_paper(text: str) -> bool:
+    """Whether a --sweep value names the paper's list rather than listing radii."""
+    return text.strip().lower() in ("paper", "default")
+
+
+def parse_eps_list(text: str, *, dataset: str = "mnist", norm: str = "linf") -> list[float]:
+    """``"paper"`` -> :func:`default_eps_list`; else comma-separated ε values."""
+    if _is_paper(text):
+        from adrnet.eval.sweep import default_eps_list
+        return default_eps_list(dataset, norm)
+    values = [parse_eps(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise ConfigError("the eps sweep list is empty; give e.g. --sweep 0.1,0.2,0.3 or --sweep paper")
+    return sorted(set(values))

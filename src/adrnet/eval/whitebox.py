@@ -24,13 +24,12 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Callable
 
-from adrnet.attacks import THREATS, fgsm, make_threat, multi_targeted, pgd
+from adrnet.attacks import fgsm, make_threat, multi_targeted, pgd
 from adrnet.attacks.pgd import default_step_size
 from adrnet.errors import ConfigError
 
 WHITE_BOX = ("fgsm", "pgd", "cw", "mt")
 ALL_ATTACKS = WHITE_BOX + ("bb", "autoattack")
-NORMS = ("linf", "l2")
 
 
 @dataclass(frozen=True)
@@ -58,12 +57,6 @@ class AttackSettings:
         return asdict(self)
 
 
-def check_eps(eps: float, norm: str, dim: int | None = None) -> None:
-    """Refuse unknown norms and radii outside the threat model's bound (for inputs
-    of ``dim`` values when given); the bound itself lives in the threat model."""
-    make_threat(norm, eps, dim)
-
-
 def parse_attack_names(text: str | list[str]) -> list[str]:
     """``"fgsm,pgd"`` -> ``["fgsm", "pgd"]``, refusing unknown or empty names."""
     names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text)]
@@ -78,7 +71,7 @@ def parse_attack_names(text: str | list[str]) -> list[str]:
 def attack_settings(name: str, *, norm: str, eps: float, steps: int = 20, restarts: int = 1,
                     step_size: float | None = None) -> AttackSettings:
     """Validated settings for one white-box attack (defaults documented above)."""
-    check_eps(eps, norm)
+    make_threat(norm, eps)  # refuses an unknown norm or a radius beyond the ball's bound
     if name not in WHITE_BOX:
         raise ConfigError(f"unknown white-box attack {name!r}; choose from {', '.join(WHITE_BOX)}")
     if steps < 1 or restarts < 1:
@@ -95,7 +88,7 @@ def attack_settings(name: str, *, norm: str, eps: float, steps: int = 20, restar
 
 def make_attack(settings: AttackSettings) -> Callable:
     """``attack(model, x, y) -> x_adv`` for these settings (adrnet's PGD loop)."""
-    threat = THREATS[settings.norm](settings.eps)
+    threat = make_threat(settings.norm, settings.eps)
     if settings.name == "fgsm":
         return partial(fgsm, threat=threat)
     if settings.name == "mt":
@@ -130,6 +123,6 @@ def brendel_bethge(norm: str, eps: float):
     """The B&B attack of the ADR protocol (foolbox's L∞ or L2 variant for ``norm``);
     refused with an install hint when foolbox or numba is missing."""
     from adrnet.eval.brendel_bethge import BrendelBethge, check_foolbox
-    check_eps(eps, norm)
+    make_threat(norm, eps)
     check_foolbox()
     return BrendelBethge(norm, eps)

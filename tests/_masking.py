@@ -1,15 +1,15 @@
-"""Deliberately gradient-masking models, to test the masking checks.
+"""Deliberately gradient-masking models, to test the masking checks (tests only).
 
 Why: Athalye, Carlini & Wagner (ICML 2018, "Obfuscated Gradients Give a False
 Sense of Security") show that defences which break gradients look robust to
 PGD while being broken by gradient-free or adaptive attacks. These wrappers
 reproduce the two classic failure modes around any classifier so that
-``adrnet.eval.sanity`` can be shown to flag them (tests, docs):
+``adrnet.eval.sanity`` can be shown to flag them:
 - ``QuantizedInput``: shattered gradients. Inputs are rounded to a few grey
   levels; ``torch.round`` has zero gradient, so every gradient attack stalls.
 - ``NoisyLogits``: stochastic gradients. Gaussian noise on the input at every
   forward pass, eval mode included, so two passes disagree.
-Threat model: any (they change the model, not the attack). Not for real use.
+They change the model, not the attack. Not for real use.
 """
 
 from __future__ import annotations
