@@ -19,8 +19,6 @@ Every run is evaluated on the test split: clean and PGD-k accuracy on the whole 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from pathlib import Path
 from adrnet.atomic import write_json_atomic, write_text_atomic
 from adrnet.config import Config, apply_overrides, config_to_dict
 from adrnet.errors import ConfigError
+from adrnet.eval.tables import comparison_markdown, csv_text
 from adrnet.locking import run_lock
 from adrnet.objectives import ADR_TERMS, TERMS
 
@@ -242,42 +241,11 @@ def comparison_rows(results: dict, references=("base", "full")) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], results: dict) -> str:
-    """The comparison as Markdown: accuracy (%) with the differences to base / full."""
-    first = next(iter(results.values()))["summary"]
-    headers = ["run", "clean", f"PGD-{first['pgd_steps']}"]
-    if any(r.get("autoattack") is not None for r in rows):
-        headers.append(f"AutoAttack (n={first.get('autoattack_n')})")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row in rows:
-        cells = [row["run"]]
-        for key, _ in METRICS[:len(headers) - 1]:
-            cells.append(_cell(row, key))
-        lines.append("| " + " | ".join(cells) + " |")
-    note = (f"\nAccuracy (%) on the test split (clean and PGD: n={first['n']}), "
-            f"{first['norm']} ε={first['eps']:g}; in brackets the difference in points to "
-            "base / to full.\n")
-    return "\n".join(lines) + "\n" + note
-
-
-def _cell(row: dict, key: str) -> str:
-    value = row.get(key)
-    if value is None:
-        return "–"
-    deltas = [row.get(f"d_{key}_vs_{ref}") for ref in ("base", "full")]
-    shown = " / ".join("–" if d is None else f"{d:+.2f}" for d in deltas)
-    return f"{100 * value:.2f} ({shown})"
-
-
 def write_tables(results: dict, out_dir: str | Path, stem: str = "ablation") -> tuple[Path, Path]:
     """``stem.md`` and ``stem.csv`` in ``out_dir``; returns both paths."""
     out_dir = Path(out_dir)
     rows = comparison_rows(results)
     md_path, csv_path = out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
-    write_text_atomic(md_path, markdown(rows, results))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(csv_path, buffer.getvalue())
+    write_text_atomic(md_path, comparison_markdown(rows, next(iter(results.values()))["summary"]))
+    write_text_atomic(csv_path, csv_text(rows))
     return md_path, csv_path

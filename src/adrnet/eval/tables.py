@@ -10,7 +10,9 @@ rendered here from the sections ``report`` assembles.
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import io
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
@@ -78,6 +80,39 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(rows: Sequence[dict], first: dict) -> str:
+    """Runs compared with a base and a full run (``adrnet ablate``): accuracy (%) with the
+    difference in points to base / to full in brackets. ``first`` is one run's summary
+    (the evaluation settings every run shares)."""
+    headers = ["run", "clean", f"PGD-{first['pgd_steps']}"]
+    if any(r.get("autoattack") is not None for r in rows):
+        headers.append(f"AutoAttack (n={first.get('autoattack_n')})")
+    keys = ("clean", "pgd", "autoattack")[:len(headers) - 1]
+    body = [[row["run"], *(_with_differences(row, key) for key in keys)] for row in rows]
+    note = (f"\nAccuracy (%) on the test split (clean and PGD: n={first['n']}), "
+            f"{first['norm']} ε={first['eps']:g}; in brackets the difference in points to "
+            "base / to full.\n")
+    return markdown_table(headers, body) + note
+
+
+def _with_differences(row: dict, key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return "–"
+    deltas = [row.get(f"d_{key}_vs_{ref}") for ref in ("base", "full")]
+    shown = " / ".join("–" if d is None else f"{d:+.2f}" for d in deltas)
+    return f"{100 * value:.2f} ({shown})"
+
+
+def csv_text(rows: Sequence[dict]) -> str:
+    """Flat records as CSV, the columns in order of first appearance."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def _cell(value) -> str:
