@@ -8,8 +8,7 @@ that does, and only when the user asks (``adrnet data fetch mnist``).
 Default data locations: see :mod:`adrnet.data.paths`.
 """
 
-from adrnet.data.augment import random_crop_flip
-from adrnet.data.batches import iterate_batches
+from adrnet.data.batches import iterate_batches, random_crop_flip
 from adrnet.data.fetch import fetch_mnist
 from adrnet.data.info import DATASETS, DatasetInfo, Splits, TensorPair
 from adrnet.data.paths import default_cache_dir, default_roots

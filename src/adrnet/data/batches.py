@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 
 from adrnet.errors import ConfigError
 from adrnet.seeds import seeded_generator
@@ -66,3 +67,20 @@ def iterate_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, seed: 
         share = len(indices) // world_size
         mine = slice(rank * share, (rank + 1) * share)
         yield step, xb[mine], y[indices[mine]]
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Each image of ``x`` [N, C, H, W]: zero-pad by ``pad``, crop a random H x W
+    window, flip it left-right with probability 1/2. Returns a new tensor."""
+    count, _, height, width = x.shape
+    offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator,
+                            device=generator.device).to(x.device)
+    flips = torch.randint(0, 2, (count,), generator=generator,
+                          device=generator.device).to(x.device).bool()
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = offsets[:, :1] + torch.arange(height, device=x.device)
+    cols = offsets[:, 1:] + torch.arange(width, device=x.device)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    batch = torch.arange(count, device=x.device)[:, None, None]
+    cropped = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # [N, H, W, C]
+    return cropped.permute(0, 3, 1, 2).contiguous()

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adrnet.data.info import DATASETS
+from adrnet.data.info import DATASETS, RawSplits, check_labels
 from adrnet.data.paths import search_roots
-from adrnet.data.raw import RawSplits, check_labels
 from adrnet.data.safe_pickle import safe_load
 from adrnet.errors import DataError
 

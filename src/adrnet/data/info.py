@@ -1,5 +1,9 @@
 """Dataset descriptions and the containers every loader returns.
 
+Every image source (IDX, pickle, CIFAR batches) yields uint8 pixels in a
+:class:`RawSplits`; they are converted to float once, in one place (splits.py), which
+guarantees the same k/255 values whatever file a data set came from.
+
 Why a registry of plain frozen records: models, configs and the CLI need a data
 set's shape, class count and normalisation before (or without) reading any file,
 and tests parametrise over ``DATASETS``. Inputs are always float32 in [0, 1]
@@ -14,9 +18,13 @@ SmallCNN; CIFAR-10 uses its usual per-channel statistics.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
+
+from adrnet.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,34 @@ class Splits(NamedTuple):
     train: TensorPair
     val: TensorPair
     test: TensorPair
+
+
+@dataclass(frozen=True)
+class RawSplits:
+    """uint8 images [N, C, H, W] and int64 labels; ``val`` only if the source has one."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray] | None = None
+    source: str = ""
+
+
+def check_labels(path: Path, labels: np.ndarray, count: int, num_classes: int,
+                 how_to_get: str) -> np.ndarray:
+    """Return ``labels`` as int64 after checking their count and range."""
+    if labels.ndim != 1 or labels.shape[0] != count:
+        raise DataError(
+            f"{path}: {labels.shape[0] if labels.ndim == 1 else labels.shape} labels "
+            f"for {count} images; {how_to_get}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: labels have dtype {labels.dtype}, not integers; {how_to_get}")
+    if count and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(
+            f"{path}: labels outside [0, {num_classes}) (found {labels.min()}..{labels.max()}); "
+            f"{how_to_get}"
+        )
+    return labels.astype(np.int64)
 
 
 _TOY = dict(shape=(2,), mean=(0.0, 0.0), std=(1.0, 1.0), augment=False, generated=True)

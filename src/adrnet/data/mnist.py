@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from adrnet.data.idx import read_idx
-from adrnet.data.info import DATASETS
+from adrnet.data.info import DATASETS, RawSplits, check_labels
 from adrnet.data.paths import DEBIAN_FASHION_DIR, first_existing, search_roots
-from adrnet.data.raw import RawSplits, check_labels
 from adrnet.data.safe_pickle import safe_load
 from adrnet.errors import DataError
 

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from adrnet.data.cifar import find_cifar10
-from adrnet.data.info import DATASETS, Splits, TensorPair
+from adrnet.data.info import DATASETS, RawSplits, Splits, TensorPair
 from adrnet.data.mnist import find_fashion_mnist, find_mnist
-from adrnet.data.raw import RawSplits
 from adrnet.data.toy import TOY_GENERATORS, make_toy
 from adrnet.errors import ConfigError
 
