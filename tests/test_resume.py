@@ -284,8 +284,8 @@ def test_interrupt_and_resume_is_bit_identical_with_dropout_bf16_channels_last(
         eval={"val_size": 40, "val_steps": 2})
     cfg = config_from_dict(raw)
     train(cfg, tmp_path / "reference")
-    from adrnet.train import state as run_module
-    real = run_module.builders.build_objective
+    from adrnet.train import state as state_module
+    real = state_module.objective_from_config
 
     def interrupting(config):
         objective, calls = real(config), []
@@ -297,7 +297,7 @@ def test_interrupt_and_resume_is_bit_identical_with_dropout_bf16_channels_last(
             return objective(*args, **kwargs)
         call.attack_loss = objective.attack_loss
         return call
-    monkeypatch.setattr(run_module.builders, "build_objective", interrupting)
+    monkeypatch.setattr(state_module, "objective_from_config", interrupting)
     from adrnet.train import TrainingInterrupted
     with pytest.raises(TrainingInterrupted, match="SIGTERM at epoch 2, before step 3"):
         train(cfg, tmp_path / "run")

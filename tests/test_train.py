@@ -10,7 +10,7 @@ from adrnet.config import config_from_dict, load_config
 from adrnet.errors import ConfigError
 from adrnet import load_model
 from adrnet.train import TrainingDiverged, train
-from adrnet.train.builders import load_data
+from adrnet.train.state import load_data
 from adrnet.train.schedules import eps_factor, lr_factor
 from _train_helpers import (  # noqa: F401 (tiny_mnist is a fixture)
     meta, records, same_tensors, tiny_config, tiny_mnist, weights, without_timing,
@@ -86,8 +86,8 @@ def test_load_model_matches_the_recorded_validation_accuracy(tmp_path):
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from adrnet.train import state as run_module
-    real = run_module.builders.build_objective
+    from adrnet.train import state as state_module
+    real = state_module.objective_from_config
     calls = []
 
     def poisoned(cfg):
@@ -101,7 +101,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
             return out
         call.attack_loss = objective.attack_loss
         return call
-    monkeypatch.setattr(run_module.builders, "build_objective", poisoned)
+    monkeypatch.setattr(state_module, "objective_from_config", poisoned)
     with pytest.raises(TrainingDiverged) as info:
         run_tiny(tmp_path, train={"checkpoint_every": 1})
     message = str(info.value)

@@ -28,7 +28,7 @@ from adrnet.config import Config, apply_overrides, config_to_dict
 from adrnet.errors import ConfigError
 from adrnet.eval.tables import comparison_markdown, csv_text
 from adrnet.locking import run_lock
-from adrnet.objectives import ADR_TERMS, TERMS
+from adrnet.objectives import ADR_TERMS, TERMS, objective_from_config
 
 #: Short names of the five ADR terms (their log labels), used in run names and tables.
 COMPONENTS = {name: TERMS[name].label for name in ADR_TERMS}
@@ -53,8 +53,7 @@ def ablation_variants(cfg: Config) -> dict[str, Config]:
     """The runs of an ablation of ``cfg`` (an ADR objective): the base (every ADR weight
     0), full ADR (``cfg`` itself), each component alone on the base, and full ADR with
     each component removed. A component keeps the weight ``cfg`` gives it."""
-    from adrnet.train.builders import build_objective
-    weights = build_objective(cfg).weights
+    weights = objective_from_config(cfg).weights
     present = {name: weights.get(name, 0.0) for name in COMPONENTS}
     if not any(present.values()):
         raise ConfigError(f"objective '{cfg.objective.name}' has no ADR term to ablate; give a "
@@ -75,8 +74,7 @@ def ablation_variants(cfg: Config) -> dict[str, Config]:
 
 def describe(name: str, cfg: Config) -> str:
     """One line per variant for ``--dry-run``: its objective and non-zero ADR weights."""
-    from adrnet.train.builders import build_objective
-    objective = build_objective(cfg)
+    objective = objective_from_config(cfg)
     weights = ", ".join(f"{COMPONENTS.get(n, n)}={w:g}" for n, w in objective.active.items())
     normalised = any(TERMS[n].reads_latent for n in objective.active)
     extras = ([f"latent_norm={cfg.objective.latent_norm}"]

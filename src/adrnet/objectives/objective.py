@@ -175,3 +175,10 @@ def make_objective(name: str, scale: float = 0.99, concat: bool = False,
         raise ConfigError(f"unknown objective {name!r}; allowed: {', '.join(OBJECTIVES)}")
     preset, attack = OBJECTIVES[name]
     return Objective({**preset, **weights}, attack, scale, concat, latent_norm)
+
+
+def objective_from_config(cfg) -> Objective:
+    """The objective a run config's ``[objective]`` section describes."""
+    section = cfg.objective
+    return make_objective(section.name, scale=section.scale, concat=section.concat,
+                          latent_norm=section.latent_norm, **section.weights)

@@ -36,13 +36,12 @@ from adrnet.runs.checkpoint import checkpoint_files, remove_checkpoint
 from adrnet.runs.load import has_checkpoint
 from adrnet.seeds import derived_seed
 from adrnet.train import awp
-from adrnet.train.builders import training_attack, validation_step_size
 from adrnet.train.metrics import (MetricsLog, accumulate, epoch_line, epoch_record, postfix,
                                   step_record)
 from adrnet.train.resume import restore_run, save_run
 from adrnet.train.schedules import adr_factor, eps_factor, lr_factor
 from adrnet.train.signals import TrainingInterrupted, signal_name, stop_on_signals
-from adrnet.train.state import Run, build_run
+from adrnet.train.state import Run, build_run, training_attack, validation_step_size
 
 STEP_STREAM = 1        # keeps the step seeds apart from the data's (seed, epoch, step) seeds
 VALIDATION_STREAM = 7  # and validation's (seed, epoch) seeds apart from both

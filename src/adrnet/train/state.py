@@ -1,24 +1,31 @@
-"""The state of one training run, assembled from a config.
+"""The state of one training run, and everything in it built from the run's config.
 
-Why a single object: the training loop touches a model, its DDP wrapper, an optimiser, a grad scaler, the data and
-the position in training; checkpoints must save and restore exactly these. The
-position (epoch, step) always names the *next* step to run, so a checkpoint's
-position is where a resumed run starts.
+Why a single object: the training loop touches a model, its DDP wrapper, an optimiser,
+a grad scaler, the objective, the data and the position in training; checkpoints must
+save and restore exactly these. The position (epoch, step) always names the *next* step
+to run, so a checkpoint's position is where a resumed run starts. Why the builders
+live here too: a fresh run and a resumed one must build the same optimiser, objective,
+data and per-step attack from the same config (the model comes from
+``adrnet.models.model_from_config``, which checkpoint loading shares).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from adrnet.attacks import make_threat, pgd
+from adrnet.attacks.pgd import default_step_size
 from adrnet.config import Config
+from adrnet.data import DATASETS, TensorPair, load_splits, random_crop_flip
 from adrnet.errors import ConfigError
 from adrnet.models import model_from_config
+from adrnet.objectives import objective_from_config
 from adrnet.runs.checkpoint import checkpoint_files
-from adrnet.train import builders
 
 
 @dataclass
@@ -81,13 +88,68 @@ def build_run(cfg: Config, run_dir: Path, info) -> Run:
     if cfg.train.precision == "fp16" and info.device.type != "cuda":
         raise ConfigError("config key 'train.precision' = 'fp16' needs a CUDA device; "
                           "use 'bf16' on CPU")
-    train, val = builders.load_data(cfg)
+    train, val = load_data(cfg)
     torch.manual_seed(cfg.train.seed)
     net = model_from_config(cfg).to(info.device)
-    if cfg.train.channels_last and len(builders.dataset_info(cfg).shape) == 3:
+    if cfg.train.channels_last and len(dataset_info(cfg).shape) == 3:
         net = net.to(memory_format=torch.channels_last)
-    optimizer = builders.build_optimizer(cfg, net)
+    optimizer = build_optimizer(cfg, net)
     scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.train.precision == "fp16")
     return Run(cfg=cfg, run_dir=run_dir, info=info, net=net, model=wrap_ddp(net, info),
-               optimizer=optimizer, scaler=scaler, objective=builders.build_objective(cfg),
-               train=train, val=val, augment=builders.augmentation(cfg))
+               optimizer=optimizer, scaler=scaler, objective=objective_from_config(cfg),
+               train=train, val=val, augment=augmentation(cfg))
+
+
+def dataset_info(cfg: Config):
+    return DATASETS[cfg.data.name]
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov, weight decay) or Adam, with lr = ``optim.lr``."""
+    opt = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opt.name == "sgd":
+        if opt.nesterov and opt.momentum == 0:
+            raise ConfigError("config key 'optim.nesterov' needs optim.momentum > 0")
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum,
+                               nesterov=opt.nesterov, weight_decay=opt.weight_decay)
+    return torch.optim.Adam(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
+
+
+def training_attack(cfg: Config, attack_loss: str, eps: float, step_size: float):
+    """``attack(model, x, y) -> x_adv`` for one training step at radius ``eps``."""
+    return functools.partial(pgd, threat=make_threat(cfg.attack.threat, eps),
+                             steps=cfg.attack.steps, step_size=step_size, loss=attack_loss,
+                             random_start=cfg.attack.random_start,
+                             keep_train_mode=cfg.attack.train_mode)
+
+
+def validation_step_size(cfg: Config) -> float:
+    """``eval.val_step_size``, or :func:`~adrnet.attacks.pgd.default_step_size` when unset."""
+    if cfg.eval.val_step_size is not None:
+        return cfg.eval.val_step_size
+    return default_step_size(cfg.attack.eps, cfg.eval.val_steps)
+
+
+def load_data(cfg: Config):
+    """The (train, val) tensor pairs of ``cfg`` (the test split is never used here)."""
+    splits = load_splits(cfg.data.name, root=cfg.data.root, val_size=cfg.data.val_size,
+                         seed=cfg.data.split_seed)
+    train = splits.train
+    if cfg.data.train_subset:
+        n = cfg.data.train_subset
+        train = TensorPair(train.x[:n], train.y[:n])
+    val = splits.val
+    if cfg.eval.val_size:
+        val = TensorPair(val.x[:cfg.eval.val_size], val.y[:cfg.eval.val_size])
+    return train, val
+
+
+def augmentation(cfg: Config):
+    """The training augmentation (crop+flip) or None."""
+    use = cfg.data.augment if cfg.data.augment is not None else dataset_info(cfg).augment
+    if not use:
+        return None
+    if len(dataset_info(cfg).shape) != 3:
+        raise ConfigError("config key 'data.augment' = true needs image data (crop and flip)")
+    return random_crop_flip
