@@ -113,6 +113,20 @@ def seed_noise(results: dict, stem: str, key: str) -> float | None:
     return None if None in pair else abs(100 * (pair[0] - pair[1]))
 
 
+#: A difference counts as real only beyond this multiple of the largest seed-to-seed
+#: difference: two seeds give a crude estimate of the noise, so one gap is not enough.
+NOISE_MULTIPLE = 2
+
+
+def judged(difference: float, noise: list[float]) -> str:
+    """Whether a difference in points stands out of the seed noise, said plainly."""
+    if not noise:
+        return "no seed noise measured yet"
+    if abs(difference) <= NOISE_MULTIPLE * max(noise):
+        return f"within {NOISE_MULTIPLE}x the seed noise: no difference shown"
+    return f"ADR {'better' if difference > 0 else 'worse'}, beyond {NOISE_MULTIPLE}x the seed noise"
+
+
 def verdicts(results: dict) -> list[str]:
     """Plain sentences comparing ADR with its base (seed 0), each difference beside the
     seed-to-seed differences of the two MNIST pairs (the noise it must exceed)."""
@@ -127,10 +141,12 @@ def verdicts(results: dict) -> list[str]:
             x, y = a["summary"].get(key), b["summary"].get(key)
             if x is None or y is None:
                 continue
-            noise = [f"{stem} {n:.2f}" for stem in ("pgd_at", "adr_pgd")
-                     if (n := seed_noise(results, f"mnist_{stem}", key)) is not None]
+            noise = {stem: n for stem in ("pgd_at", "adr_pgd")
+                     if (n := seed_noise(results, f"mnist_{stem}", key)) is not None}
+            shown = ", ".join(f"{stem} {n:.2f}" for stem, n in noise.items())
             parts.append(f"{label} {100 * (x - y):+.2f} points (MNIST seed-to-seed: "
-                         f"{', '.join(noise) if noise else 'second seeds not run yet'})")
+                         f"{shown or 'second seeds not run yet'}; "
+                         f"{judged(100 * (x - y), list(noise.values()))})")
         lines.append(f"- {a['dataset']}: {adr.split('_', 1)[1]} minus {base.split('_', 1)[1]}: "
                      + "; ".join(parts) + ".")
     return lines
