@@ -122,3 +122,30 @@ def test_runs_in_eval_mode_and_restores_mode(twenty):
     result = autoattack_eval(with_dropout, x, y, eps=EPS, version="custom", attacks=["apgd-ce"])
     assert with_dropout.training and with_dropout[1].training
     assert torch.equal(result.robust, reference.robust)  # dropout was off during the attack
+
+
+def test_a_resume_keeps_the_accuracy_each_finished_attack_left(twenty, tmp_path, monkeypatch):
+    """After an interruption during a later attack, an earlier attack's "accuracy after"
+    is the one it left, not one recomputed with the later attack's results in it."""
+    model, x, y = twenty
+    kwargs = dict(eps=EPS, version="custom", attacks=["apgd-ce", "square"], batch_size=5)
+    squares, interrupt = [], [True]
+
+    def fake(adversary, attack, xb, yb, device):  # apgd-ce: no effect; square: inverts
+        squares.extend([1] if attack == "square" else [])
+        if len(squares) == 2 and interrupt[0]:
+            raise KeyboardInterrupt
+        return xb if attack == "apgd-ce" else 1 - xb
+    monkeypatch.setattr(aa_module, "_attack_batch", fake)
+    state = tmp_path / "aa_state.json"
+    with pytest.raises(KeyboardInterrupt):
+        autoattack_eval(model, x, y, state_path=state, **kwargs)
+    saved = json.loads(state.read_text())
+    clean = aa_module.predict(model, x, 20).eq(y)
+    assert saved["accuracy_after"] == {"apgd-ce": float(clean.float().mean())}
+    assert sum(saved["robust"]) < int(clean.sum())  # the premise: square's first batch hit
+    interrupt[0] = False
+    resumed = autoattack_eval(model, x, y, state_path=state, **kwargs)
+    uninterrupted = autoattack_eval(model, x, y, **kwargs)
+    assert resumed.accuracy_after == uninterrupted.accuracy_after
+    assert resumed.accuracy_after["apgd-ce"] == float(clean.float().mean())

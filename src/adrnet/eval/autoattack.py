@@ -170,9 +170,13 @@ def _run_attack(adversary, model, attack, x, y, state, *, batch_size, device, pa
         robust[batch] &= predict(model, x_adv, batch_size).eq(y[batch].cpu())
         attacked[batch] = True
         state["robust"], state["attacked"][attack] = robust.tolist(), attacked.tolist()
+        if start + batch_size >= len(todo):  # saved with the attack's last batch: a resume
+            state["accuracy_after"][attack] = float(robust.float().mean())  # must not redo it
         if path is not None:
             write_json_atomic(path, state, indent=None)
-    state["accuracy_after"][attack] = float(robust.float().mean())
+    # An attack finished in an earlier call keeps the accuracy it left: ``robust`` may
+    # since hold later attacks' results too.
+    state["accuracy_after"].setdefault(attack, float(robust.float().mean()))
 
 
 def autoattack_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "linf",
