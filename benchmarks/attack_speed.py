@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from adrnet.attacks import Linf, pgd
+from adrnet.attacks.pgd import default_step_size
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- attack-speed:begin -->", "<!-- attack-speed:end -->"
@@ -244,7 +245,7 @@ def parse_args(argv=None):
                    help="print where one adrnet PGD step spends its time (fp32 and bf16) and exit")
     args = p.parse_args(argv)
     args.eps = args.eps if args.eps is not None else (0.3 if args.run else 0.03)
-    args.step_size = args.step_size or 2.5 * args.eps / args.steps
+    args.step_size = args.step_size or default_step_size(args.eps, args.steps)
     return args
 
 

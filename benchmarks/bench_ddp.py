@@ -1,7 +1,7 @@
 """Data-parallel ADR: exactness of the gathered objective and what the gather costs.
 
 Why: under DDP the global ADR terms (Bui et al., ECCV 2020) must pair each rank's
-adversarial rows with the clean columns of all ranks (method.md, "Under
+adversarial rows with the clean columns of all ranks (docs/method.md, "Under
 data-parallel training"). This script, run on N processes, reports
 
 1. exactness: the largest relative difference between the parameter gradients of

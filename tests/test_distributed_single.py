@@ -57,3 +57,18 @@ def test_bad_device_is_a_config_error(clean_env):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             D.setup_distributed("cuda")
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:1"])
+def test_every_spelling_of_a_gpu_is_resolved_or_refused_plainly(name):
+    """resolve_device is the one reader of a device name (training and `adrnet eval`)."""
+    from adrnet.device import resolve_device
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device(name)
+    elif name != "cuda:1" or torch.cuda.device_count() > 1:
+        assert resolve_device(name).type == "cuda"
+    with pytest.raises(ConfigError, match="unknown"):
+        resolve_device("gpu")

@@ -16,17 +16,16 @@ BASE = {"errors", "atomic", "locking", "device", "seeds"}
 ALLOWED = {
     "errors": set(), "atomic": set(), "locking": set(), "device": set(), "seeds": set(),
     "config_values": set(),
-    "config": {"config_values", "data", "models", "objectives", "attacks"},
+    "config": {"config_values"},  # the registries it checks names against: looked up by string
     "data": set(),
-    "models": {"data"},
     "attacks": set(),
-    "objectives": {"attacks"},
-    "runs": {"config", "models", "data"},
-    "train": {"config", "config_values", "data", "models", "attacks", "objectives", "runs"},
-    "eval": {"config", "data", "models", "attacks", "runs"},
-    "study": {"config", "data", "train", "eval", "runs", "objectives"},
-    "cli": {"__init__", "config", "config_values", "data", "models", "attacks", "objectives", "runs",
-            "train", "eval", "study"},
+    "objectives": set(),
+    "models": {"data"},
+    "runs": {"config", "models"},
+    "eval": {"runs", "attacks", "data"},
+    "train": {"runs", "objectives", "attacks", "models", "data", "config"},
+    "study": {"train", "eval", "runs", "objectives", "data", "config"},
+    "cli": {"__init__", "study", "train", "eval", "runs", "attacks", "data", "config"},
     "__init__": {"runs"}, "__main__": {"cli"},
 }
 

@@ -1,8 +1,7 @@
 """Run configuration: nested frozen dataclasses, read from and written to TOML.
 
-Why: a run of ADR (Bui et al., ECCV 2020) or its bases PGD-AT (Madry et al., 2018)
-and TRADES (Zhang et al., 2019) is defined by a few dozen numbers (ε of the L∞/L2
-threat model, PGD steps, term weights, schedule...). Keeping every one of them in
+Why: a training run is defined by a few dozen numbers (ε and norm of the attack, PGD
+steps, term weights, schedule...). Keeping every one of them in
 one immutable value, saved as ``config.toml`` next to every checkpoint, makes a run
 reproducible from its directory alone: ``adrnet train --config RUN/config.toml``.
 Presets are plain files in ``configs/``; command-line overrides use TOML value
@@ -14,7 +13,6 @@ what is allowed. Optional settings are omitted from the TOML file when unset.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -275,7 +273,7 @@ def _check_radius(cfg: Config) -> None:
     make_threat, datasets = _registry("adrnet.attacks", "make_threat"), _registry("adrnet.data", "DATASETS")
     if make_threat is None:
         return
-    dim = math.prod(datasets[cfg.data.name].shape) if datasets else None
+    dim = datasets[cfg.data.name].input_values if datasets else None
     try:
         make_threat(cfg.attack.threat, cfg.attack.eps, dim)
     except ConfigError as exc:

@@ -32,8 +32,8 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
         raise ConfigError(f"device {name!r} was asked for but CUDA is not available; "
                           "use device 'cpu' or 'auto'")
     if local_rank is None:
-        return torch.device(name if name.startswith("cuda:") else "cuda",
-                            None if name.startswith("cuda:") else torch.cuda.current_device())
+        return torch.device(name) if name.startswith("cuda:") else torch.device(
+            "cuda", torch.cuda.current_device())
     count = torch.cuda.device_count()
     if local_rank >= count:
         raise ConfigError(

@@ -1,9 +1,13 @@
 """Every random draw of a run is seeded by a stable hash of integers it is named by.
 
-Why: the batches (data/batches.py), the PGD random starts and dropout of each step and
-the validation attack (train/loop.py) are pure functions of (seed, stream, epoch, step,
-...), so a run resumed at any step repeats the uninterrupted run bit for bit, and no
-stream consumes another's random numbers. Each consumer passes its own stream number.
+Why: the batches (data/batches.py: seeds of (seed, epoch) and (seed, epoch, step)), the
+PGD random starts and dropout of each step and the validation attack (train/loop.py:
+seeds of (seed, stream, epoch, ...) with their own stream numbers) are pure functions
+of these integers, so a run resumed at any step repeats the uninterrupted run bit for
+bit, and no consumer draws from another's generator. (The data's seeds carry no stream
+number, kept so for bit-identical runs; a validation seed may therefore equal an
+augmentation seed, which is harmless: they seed different generators for different
+draws.)
 """
 
 from __future__ import annotations

@@ -217,7 +217,7 @@ def _read_state(out_dir: Path) -> dict:
     return state if isinstance(state, dict) else {}
 
 
-METRICS = (("clean", "clean"), ("pgd", "PGD"), ("autoattack", "AutoAttack"))
+METRICS = ("clean", "pgd", "autoattack")
 
 
 def comparison_rows(results: dict, references=("base", "full")) -> list[dict]:
@@ -226,12 +226,12 @@ def comparison_rows(results: dict, references=("base", "full")) -> list[dict]:
     rows = []
     for name, entry in results.items():
         summary = entry["summary"]
-        row = {"run": name, **{key: summary.get(key) for key, _ in METRICS},
+        row = {"run": name, **{key: summary.get(key) for key in METRICS},
                "n": summary["n"], "autoattack_n": summary.get("autoattack_n")}
         for ref in references:
             if ref not in results:
                 continue
-            for key, _ in METRICS:
+            for key in METRICS:
                 mine, theirs = summary.get(key), results[ref]["summary"].get(key)
                 row[f"d_{key}_vs_{ref}"] = (None if mine is None or theirs is None
                                             else round(100 * (mine - theirs), 2))

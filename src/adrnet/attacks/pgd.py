@@ -5,7 +5,7 @@ L∞ and L2 differ only in the threat model (init/step/project, see
 (``losses.py``); FGSM (Goodfellow et al., ICLR 2015) is this loop with one
 step of size ε and no random start. Gradients are taken with respect to the
 input only (``torch.autograd.grad``), which skips the weight gradients that
-``loss.backward()`` would compute (about 40% faster on CPU, design.md).
+``loss.backward()`` would compute (about 40% faster on CPU).
 
 The model is passed at call time and switched to eval mode for the attack
 (BatchNorm uses running statistics, dropout is off), as in the PyTorch

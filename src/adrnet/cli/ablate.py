@@ -12,6 +12,7 @@ from pathlib import Path
 from adrnet.cli import (add_autoattack_options, add_config_options, autoattack_attacks,
                         config_overrides, non_negative_int, positive_int)
 from adrnet.errors import ConfigError
+from adrnet.runs import WHICH
 
 
 def add_parser(subparsers) -> None:
@@ -29,7 +30,7 @@ def add_parser(subparsers) -> None:
                    "(default: the config's eval.test_steps)")
     p.add_argument("--aa-n", type=non_negative_int, help="AutoAttack on the first N test images "
                    "(default: the config's eval.autoattack_n; 0: none)")
-    p.add_argument("--which", choices=("best", "last"), default="best",
+    p.add_argument("--which", choices=WHICH, default="best",
                    help="checkpoint to evaluate (best: chosen on the validation split)")
     add_autoattack_options(p, "AutoAttack version (standard needs 4 or more classes)")
     p.add_argument("--no-diagnostics", action="store_true", help="skip layer divergence and t-SNE")

@@ -16,6 +16,7 @@ from fractions import Fraction
 from adrnet.attacks import THREATS
 from adrnet.cli import add_autoattack_options, autoattack_attacks, positive_int
 from adrnet.errors import ConfigError
+from adrnet.runs import WHICH
 
 EVAL_EPILOG = """defaults come from the run's config.toml: eps and norm of its training
 threat model, PGD steps/restarts from [eval] test_steps (200, as in the paper) and
@@ -43,7 +44,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--restarts", type=positive_int, help="PGD/CW random restarts (default: eval.test_restarts)")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
-    p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint of a run directory")
+    p.add_argument("--which", choices=WHICH, default="best", help="checkpoint of a run directory")
     p.add_argument("--data-root", help="data directory (default: the run's)")
     p.add_argument("--sweep", metavar="EPS_LIST", help="also sweep eps: 'paper' or e.g. 0.1,0.2,0.3 or 2/255,4/255")
     p.add_argument("--sanity", action="store_true", help="run the gradient-masking checks")

@@ -1,8 +1,8 @@
 """``adrnet train``: train from a TOML config into a run directory, or resume a run.
 
-ADR (Bui et al., ECCV 2020), PGD-AT and TRADES runs are described by the TOML
-presets in ``configs/``; this module only turns the arguments into a config, a
-run directory and a resume decision for :func:`adrnet.train.train`.
+Runs are described by the TOML presets in ``configs/``; this module only turns the
+arguments into a config, a run directory and a resume decision for
+:func:`adrnet.train.train`.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """adrnet.data: MNIST, Fashion-MNIST, CIFAR-10 and toy 2-D sets from local files.
 
-Why: adversarial training (Madry et al. 2018; ADR, Bui et al. 2020) needs inputs
-in [0, 1] (the threat model's box), a held-out validation split for checkpoint
-selection, and batches that are reproducible for resumable and distributed
-runs. Loading never touches the network; ``fetch_mnist`` is the only function
-that does, and only when the user asks (``adrnet data fetch mnist``).
-Default data locations: see :mod:`adrnet.data.paths`.
+Why: adversarial training needs inputs in [0, 1] (the box every attack stays in), a
+held-out validation split for checkpoint selection, and batches that are reproducible
+for resumable and distributed runs. Loading never touches the network; ``fetch_mnist``
+is the only function that does, and only when the user asks (``adrnet data fetch
+mnist``). Default data locations: see :mod:`adrnet.data.paths`.
 """
 
 from adrnet.data.batches import iterate_batches, random_crop_flip

@@ -1,6 +1,6 @@
 """Reader for the IDX format of LeCun's MNIST files (also used by Fashion-MNIST).
 
-Why our own reader: torchvision is not a dependency (design.md), and the format
+Why our own reader: torchvision is not a dependency, and the format
 is tiny: 2 zero bytes, a type code (0x08 = unsigned byte), the number of
 dimensions, that many big-endian int32 sizes, then the raw values. Reading with
 ``numpy.frombuffer`` keeps loading all of MNIST well under a second, and checking

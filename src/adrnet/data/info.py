@@ -17,6 +17,7 @@ SmallCNN; CIFAR-10 uses its usual per-channel statistics.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -41,6 +42,11 @@ class DatasetInfo:
     #: text `adrnet data fetch` prints and the loaders' missing-file errors end with.
     how_to_obtain: str = ""
     generated: bool = False  # made in code from a seed (the toy sets): no files at all
+
+    @property
+    def input_values(self) -> int:
+        """d, the number of values of one input (784 for MNIST): bounds an L2 radius."""
+        return math.prod(self.shape)
 
     def how_to_get(self, root: object = "<root>") -> str:
         """:attr:`how_to_obtain` for the data directory ``root`` (``<root>`` when unnamed)."""

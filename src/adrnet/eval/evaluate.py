@@ -15,7 +15,6 @@ Threat model: L∞ or L2 ball of radius ε (defaults: the run's training threat)
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -32,6 +31,7 @@ from adrnet.eval.whitebox import attack_settings, build_attacks, make_attack, pa
 from adrnet.eval.autoattack import autoattack_eval
 from adrnet.eval.robust import robust_accuracy
 from adrnet.locking import file_lock
+from adrnet.runs import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
         raise ConfigError(f"give --eps for --norm {norm}: the run was trained under "
                           f"{cfg.attack.threat} eps={cfg.attack.eps}, which is no {norm} radius")
     eps = cfg.attack.eps if options.eps is None else float(options.eps)
-    dim = math.prod(DATASETS[cfg.data.name].shape)  # values per input: bounds an L2 radius
+    dim = DATASETS[cfg.data.name].input_values
     make_threat(norm, eps, dim)
     n = options.n
     if n is None and {"autoattack", "bb"} & set(attacks) and cfg.eval.autoattack_n:
@@ -101,10 +101,9 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
 def locate(target: Path, which: str, out: str | None) -> tuple[Path, Path]:
     """(checkpoint stem, output file): ``eval.json`` goes in the run directory, also
     when a checkpoint file is given; the stem names the checkpoint actually used."""
-    from adrnet.runs import resolve_checkpoint
     stem = resolve_checkpoint(target, which).stem.resolve()
     folder = stem.parent
-    default = (folder.parent if folder.name == "checkpoints" else folder) / "eval.json"
+    default = (folder.parent if folder.name == CHECKPOINT_DIR else folder) / "eval.json"
     return stem, Path(out) if out else default
 
 
@@ -210,7 +209,6 @@ def evaluate_run(target: str | Path, options: EvalOptions = EvalOptions()) -> di
     The output file is locked for the whole evaluation (a second ``adrnet eval``
     writing it is refused), and an earlier record there is checked before any
     attack runs. The returned record's ``notes`` say what was dropped from it."""
-    from adrnet.runs import load_checkpoint
     started = time.time()
     target = Path(target)
     loaded = load_checkpoint(target, map_location="cpu", which=options.which)

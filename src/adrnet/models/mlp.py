@@ -1,7 +1,7 @@
 """A small MLP for the 2-D toy data sets (moons, circles, blobs).
 
-Used to demonstrate ADR (Bui et al., ECCV 2020) and PGD-AT where decision boundaries
-and latent clusters can be drawn directly; threat model L∞ or L2 in the input plane.
+Used where decision boundaries and latent clusters can be drawn directly (examples/toy.py,
+the fast tests).
 Stages: fc1, fc2, ... (Linear-ReLU each), logits; the latent z defaults to the last
 hidden layer, the feature that feeds the final linear layer, as for the CNNs.
 Inputs of any shape are flattened first, so the MLP also runs on images.

@@ -1,11 +1,11 @@
 """Weighted compositions of loss terms: PGD-AT, TRADES, MART and ADR as presets.
 
 An :class:`Objective` is a set of named weights over the registered terms
-(``terms.TERMS``). Calling it runs the attack, the forward passes the active
-terms need (as their registry entries say), and returns ``{"loss": ..., term: value, ...}`` so that every part can
-be logged. A term of weight 0 is not computed, and a pass no active term
-needs is not run (PGD-AT with ``ce_clean = 0`` has no clean pass; TRADES with
-β = 0 has no attack at all): ADR with every ADR weight 0 is its base, exactly.
+(``terms.TERMS``). Calling it runs the attack, the forward passes the active terms
+need (as their registry entries say), and returns ``{"loss": ..., term: value, ...}``
+so that every part can be logged. A term of weight 0 is not computed, and a pass no
+active term needs is not run (PGD-AT with ``ce_clean = 0`` has no clean pass; TRADES
+with β = 0 has no attack at all): ADR with every ADR weight 0 is its base, exactly.
 
 Clean and adversarial batches go through the model in two separate forward
 passes in the model's current mode (BatchNorm statistics per pass, as in the

@@ -1,8 +1,8 @@
 """Checkpoints that lose nothing and execute nothing.
 
-Why: a training run lasts hours to days; a crash must cost at most a few steps, and loading a checkpoint found on
-the internet must never run code. A checkpoint ``NAME`` (``last`` or ``best``) in
-``RUN/checkpoints/`` is three files:
+Why: a training run lasts hours to days; a crash must cost at most a few steps, and
+loading a checkpoint found on the internet must never run code. A checkpoint ``NAME``
+(``last`` or ``best``) in ``RUN/checkpoints/`` is three files:
 
 - ``NAME.safetensors``: model weights and buffers (safetensors: tensors only);
 - ``NAME.state.pt``: optimiser, grad scaler and RNG states, read back with

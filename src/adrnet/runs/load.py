@@ -1,9 +1,9 @@
 """``load_model``: a trained classifier and its config from a run directory or checkpoint.
 
-Why: evaluation and user code need the model exactly as trained, without trusting the files: the
-weights are safetensors (no code), verified against the SHA-256 in the
-checkpoint's JSON record, and the architecture is rebuilt from the config stored
-in that record and compared tensor by tensor before anything is loaded.
+Why: evaluation and user code need the model exactly as trained, without trusting the
+files: the weights are safetensors (no code), verified against the SHA-256 in the
+checkpoint's JSON record, and the architecture is rebuilt from the config stored in
+that record and compared tensor by tensor before anything is loaded.
 """
 
 from __future__ import annotations

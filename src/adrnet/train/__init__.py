@@ -1,5 +1,6 @@
 """adrnet.train: the adversarial-training engine (PGD-AT, TRADES, MART, ADR).
 
+    import adrnet
     from adrnet.config import load_config
     from adrnet.train import train
     result = train(load_config("configs/mnist_quick_adr.toml"), "runs/quick")

@@ -15,12 +15,12 @@ The other pitfall is BatchNorm: ADR runs the clean and the adversarial batch
 through the network in two forward passes before one backward, which DDP's
 default per-forward buffer broadcast breaks (see :func:`wrap_ddp`).
 
-Everything here is a thin shell over torch.distributed: the only state is the
-process group torch.distributed itself keeps. Without a process group (plain
-``python``, or torchrun with one process) every helper is a cheap no-op, so the
-training loop calls them unconditionally. The attack must run on the unwrapped model (``model.module``):
-a gradient with respect to the input through the DDP wrapper would involve
-DDP's forward hooks for no benefit.
+Everything here is a thin shell over torch.distributed: the only state is the process
+group torch.distributed itself keeps. Without a process group (plain ``python``, or
+torchrun with one process) every helper is a cheap no-op, so the training loop calls
+them unconditionally. The attack must run on the unwrapped model (``model.module``): a
+gradient with respect to the input through the DDP wrapper would involve DDP's forward
+hooks for no benefit.
 """
 
 from __future__ import annotations

@@ -43,8 +43,8 @@ from adrnet.train.schedules import adr_factor, eps_factor, lr_factor
 from adrnet.train.signals import TrainingInterrupted, signal_name, stop_on_signals
 from adrnet.train.state import Run, build_run, training_attack, validation_step_size
 
-STEP_STREAM = 1        # keeps the step seeds apart from the data's (seed, epoch, step) seeds
-VALIDATION_STREAM = 7  # and validation's (seed, epoch) seeds apart from both
+STEP_STREAM = 1        # the step seeds' stream number (see adrnet/seeds.py)
+VALIDATION_STREAM = 7  # validation's
 
 
 class TrainingDiverged(AdrnetError):

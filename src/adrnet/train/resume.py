@@ -1,11 +1,10 @@
 """Saving and restoring everything a run needs to continue bit for bit.
 
-Why: a resumed training run must continue
-exactly where it stopped: same weights and BatchNorm statistics, same optimiser
-momentum, same position in the epoch (the batches and the PGD random starts
-are functions of (seed, epoch, step)), same running sums for the epoch's
-averages (summed over the ranks), same metric history and best-so-far, and the
-same number of processes (a resume under another world size is refused). See
+Why: a resumed training run must continue exactly where it stopped: same weights and
+BatchNorm statistics, same optimiser momentum, same position in the epoch (the batches
+and the PGD random starts are functions of (seed, epoch, step)), same running sums for
+the epoch's averages (summed over the ranks), same metric history and best-so-far, and
+the same number of processes (a resume under another world size is refused). See
 ``adrnet/runs/checkpoint.py`` for how the files are written and verified.
 """
 
