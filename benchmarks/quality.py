@@ -189,8 +189,11 @@ def recipe(results: dict) -> str:
         return "- Recipe target (AutoAttack >= 92% on 1000 MNIST images, <= 30 min): not measured yet."
     accuracy, name, entry = max(mnist)
     n, minutes = entry["summary"]["autoattack_n"], entry["train_seconds"] / 60
-    status = ("met" if accuracy >= 0.92 and minutes <= 30 else "missed") if n >= 1000 else \
-        f"not decided: n = {n} < 1000"
+    standard_error = (accuracy * (1 - accuracy) / n) ** 0.5
+    status = ("met" if accuracy >= 0.92 and minutes <= 30 else "missed") if n >= 1000 else (
+        f"not decided (n = {n} < 1000); on these n images it is "
+        f"{abs(0.92 - accuracy) / max(standard_error, 1e-12):.1f} standard errors "
+        f"({100 * standard_error:.2f} points) {'below' if accuracy < 0.92 else 'above'} 92%")
     return (f"- Recipe target (AutoAttack >= 92% on the first 1000 MNIST images, <= 30 min of "
             f"training): best so far {name}, {pct(accuracy)}% on n = {n} after {minutes:.0f} min "
             f"of training steps ({entry['threads']} thread(s)): {status}.")
