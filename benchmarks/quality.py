@@ -176,7 +176,8 @@ def table(results: dict) -> str:
             "standard on the first n test images; checkpoint chosen on the validation split. "
             "Times: the training steps (validation excluded) and the whole evaluation, on "
             "the machine named, with the number of threads each run used (runs with 1 thread "
-            "ran two at a time, one per core).\n\n")
+            "ran two at a time, one per core). An evaluation may span sessions and share its "
+            "core with other work at low priority, so read eval times as upper bounds.\n\n")
     return head + "\n".join(rows) + "\n\n" + "\n".join(verdicts(results) + [recipe(results)]) + "\n"
 
 
