@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from adrnet import load_model
+from adrnet.atomic import write_bytes_atomic
 from adrnet.cli import main
 from adrnet.config import config_from_dict
 from adrnet.errors import CheckpointError, ConfigError, OutputError
-from adrnet import load_model
-from adrnet.train import train
-from adrnet.atomic import write_bytes_atomic
 from adrnet.runs.checkpoint import checkpoint_files, load_state_bytes
+from adrnet.train import train
 from adrnet.train.signals import stop_on_signals
 from _train_helpers import (  # noqa: F401 (tiny_mnist is a fixture)
     launch, meta, records, same_tensors, tiny_config, tiny_mnist, wait_for_checkpoint, weights,
@@ -305,3 +305,30 @@ def test_interrupt_and_resume_is_bit_identical_with_dropout_bf16_channels_last(
     assert (meta(tmp_path / "run")["epoch"], meta(tmp_path / "run")["step"]) == (1, 2)
     train(cfg, tmp_path / "run", resume=True)
     assert_same_run(tmp_path / "run", tmp_path / "reference")
+
+
+def test_a_signal_after_the_last_step_is_not_swallowed(tmp_path, monkeypatch):
+    """SIGTERM during the final validation: the run finishes and saves, then train()
+    raises, so a caller running several trainings (adrnet ablate) stops too."""
+    from adrnet.train import TrainingInterrupted, loop
+    real = loop.validate
+
+    def validate_then_signal(run, epoch):
+        if epoch + 1 == run.cfg.train.epochs:
+            signal.raise_signal(signal.SIGTERM)
+        return real(run, epoch)
+    monkeypatch.setattr(loop, "validate", validate_then_signal)
+    cfg = config_from_dict(tiny_config(train={"epochs": 2}))
+    with pytest.raises(TrainingInterrupted, match="after the run's last step") as stopped:
+        train(cfg, tmp_path / "run")
+    assert stopped.value.signum == signal.SIGTERM
+    assert meta(tmp_path / "run")["epoch"] == 2  # complete and saved
+    monkeypatch.setattr(loop, "validate", real)
+    real_build = loop.build_run
+
+    def build_then_signal(*args):
+        signal.raise_signal(signal.SIGTERM)
+        return real_build(*args)
+    monkeypatch.setattr(loop, "build_run", build_then_signal)
+    with pytest.raises(TrainingInterrupted):  # the same when there is nothing left to do
+        train(cfg, tmp_path / "run", resume=True)

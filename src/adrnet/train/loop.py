@@ -100,6 +100,10 @@ def _train(cfg: Config, run_dir: Path, info, stop, resume: bool) -> RunResult:
                 tqdm.write(epoch_line(record, cfg.train.epochs))
     finally:
         run.metrics.close()
+    if stop:  # arrived after the last step (validation, the last save) or in a run with
+        # nothing to do: the run is complete and saved, but the caller must still stop
+        raise TrainingInterrupted(f"stopped by {signal_name(stop.signum)} after the run's last "
+                                  f"step; the run is complete and saved in {run_dir}", stop.signum)
     epochs = [r for r in run.metrics.records if r.get("kind") == "epoch"]
     return RunResult(run_dir, run.epoch, run.global_step, run.best_epoch,
                      run.best_value, epochs[-1] if epochs else None)
