@@ -144,9 +144,14 @@ def verdicts(results: dict) -> list[str]:
             noise = {stem: n for stem in ("pgd_at", "adr_pgd")
                      if (n := seed_noise(results, f"mnist_{stem}", key)) is not None}
             shown = ", ".join(f"{stem} {n:.2f}" for stem, n in noise.items())
+            sampling = ""
+            if key == "autoattack":  # n images: each accuracy also carries sampling noise
+                n = b["summary"]["autoattack_n"]
+                sampling = f"; standard error of each accuracy on its n = {n} images: " \
+                           f"{100 * (y * (1 - y) / n) ** 0.5:.2f} points"
             parts.append(f"{label} {100 * (x - y):+.2f} points (MNIST seed-to-seed: "
                          f"{shown or 'second seeds not run yet'}; "
-                         f"{judged(100 * (x - y), list(noise.values()))})")
+                         f"{judged(100 * (x - y), list(noise.values()))}{sampling})")
         lines.append(f"- {a['dataset']}: {adr.split('_', 1)[1]} minus {base.split('_', 1)[1]}: "
                      + "; ".join(parts) + ".")
     return lines
