@@ -216,7 +216,8 @@ def headline(results: dict) -> str:
             f"**{pct(s['autoattack'])}% under AutoAttack** (standard, L∞ ε = 0.3, first "
             f"{s['autoattack_n']} test images), {pct(s['pgd'])}% under PGD-{PGD_STEPS} and "
             f"{pct(s['clean'])}% clean on all 10000 test images, after "
-            f"{entry['train_seconds'] / 60:.0f} minutes of training steps.")
+            f"{entry['train_seconds'] / 60:.0f} minutes of training steps on "
+            f"{entry['threads']} thread(s).")
 
 
 def replace_block(path: Path, name: str, body: str, heading: str = "") -> None:
