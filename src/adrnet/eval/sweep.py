@@ -17,7 +17,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from adrnet.attacks import make_threat
 from adrnet.eval.whitebox import build_attacks
 from adrnet.eval.robust import robust_accuracy
 
@@ -45,7 +44,6 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
     """
     rows = []
     for eps in tqdm(list(eps_list), desc=f"eps sweep ({norm})", disable=not progress):
-        make_threat(norm, eps)
         fns, _ = build_attacks(list(attacks), norm=norm, eps=eps, steps=steps, restarts=restarts)
         result = robust_accuracy(model, x, y, fns, batch_size=batch_size)
         rows.append({"eps": float(eps), "clean": result.clean_accuracy, **result.attack_accuracy,
