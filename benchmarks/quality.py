@@ -60,6 +60,8 @@ RUNS = {
     "mnist_adr_pgd_s1": Entry("MNIST ε=0.3", "configs/mnist_quick_adr.toml", ["train.seed=1"]),
     "fashion_pgd_at_s0": Entry("Fashion-MNIST ε=0.1", "configs/fashion_mnist_quick_pgd_at.toml", []),
     "fashion_adr_pgd_s0": Entry("Fashion-MNIST ε=0.1", "configs/fashion_mnist_quick_adr.toml", []),
+    "fashion_pgd_at_s1": Entry("Fashion-MNIST ε=0.1", "configs/fashion_mnist_quick_pgd_at.toml", ["train.seed=1"]),
+    "fashion_adr_pgd_s1": Entry("Fashion-MNIST ε=0.1", "configs/fashion_mnist_quick_adr.toml", ["train.seed=1"]),
     "mnist_recipe_s0": Entry("MNIST ε=0.3", "configs/mnist_recipe.toml", [], autoattack_n=1000),
 }
 
@@ -141,7 +143,8 @@ def judged(difference: float, noise: list[float]) -> str:
 
 def verdicts(results: dict) -> list[str]:
     """Plain sentences comparing ADR with its base (seed 0), each difference beside the
-    seed-to-seed differences of the two MNIST pairs (the noise it must exceed)."""
+    seed-to-seed differences of the data set's two pairs (the noise it must exceed), or of
+    the MNIST pairs while a data set has no second seeds."""
     lines = []
     for adr, base in (("mnist_adr_pgd", "mnist_pgd_at"), ("mnist_adr_trades", "mnist_trades"),
                       ("fashion_adr_pgd", "fashion_pgd_at")):
@@ -153,15 +156,18 @@ def verdicts(results: dict) -> list[str]:
             x, y = a["summary"].get(key), b["summary"].get(key)
             if x is None or y is None:
                 continue
+            data = adr.split("_")[0]  # a data set's own seed noise once both its pairs ran
+            if any(seed_noise(results, f"{data}_{stem}", key) is None for stem in ("pgd_at", "adr_pgd")):
+                data = "mnist"
             noise = {stem: n for stem in ("pgd_at", "adr_pgd")
-                     if (n := seed_noise(results, f"mnist_{stem}", key)) is not None}
+                     if (n := seed_noise(results, f"{data}_{stem}", key)) is not None}
             shown = ", ".join(f"{stem} {n:.2f}" for stem, n in noise.items())
             sampling = ""
             if key == "autoattack":  # n images: each accuracy also carries sampling noise
                 n = b["summary"]["autoattack_n"]
                 sampling = f"; standard error of each accuracy on its n = {n} images: " \
                            f"{100 * (y * (1 - y) / n) ** 0.5:.2f} points"
-            parts.append(f"{label} {100 * (x - y):+.2f} points (MNIST seed-to-seed: "
+            parts.append(f"{label} {100 * (x - y):+.2f} points ({'MNIST' if data == 'mnist' else 'own'} seed-to-seed: "
                          f"{shown or 'second seeds not run yet'}; "
                          f"{judged(100 * (x - y), list(noise.values()))}{sampling})")
         lines.append(f"- {a['dataset']}: {adr.split('_', 1)[1]} minus {base.split('_', 1)[1]}: "
