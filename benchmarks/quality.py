@@ -156,11 +156,12 @@ def verdicts(results: dict) -> list[str]:
             x, y = a["summary"].get(key), b["summary"].get(key)
             if x is None or y is None:
                 continue
+            def noise_of(data: str) -> dict:
+                return {stem: n for stem in ("pgd_at", "adr_pgd")
+                        if (n := seed_noise(results, f"{data}_{stem}", key)) is not None}
             data = adr.split("_")[0]  # a data set's own seed noise once both its pairs ran
-            if any(seed_noise(results, f"{data}_{stem}", key) is None for stem in ("pgd_at", "adr_pgd")):
-                data = "mnist"
-            noise = {stem: n for stem in ("pgd_at", "adr_pgd")
-                     if (n := seed_noise(results, f"{data}_{stem}", key)) is not None}
+            if len(noise := noise_of(data)) < 2:
+                data, noise = "mnist", noise_of("mnist")
             shown = ", ".join(f"{stem} {n:.2f}" for stem, n in noise.items())
             sampling = ""
             if key == "autoattack":  # n images: each accuracy also carries sampling noise

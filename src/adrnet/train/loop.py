@@ -100,10 +100,10 @@ def _train(cfg: Config, run_dir: Path, info, stop, resume: bool) -> RunResult:
                 tqdm.write(epoch_line(record, cfg.train.epochs))
     finally:
         run.metrics.close()
-    if stop:  # arrived after the last step (validation, the last save) or in a run with
-        # nothing to do: the run is complete and saved, but the caller must still stop
-        raise TrainingInterrupted(f"stopped by {signal_name(stop.signum)} after the run's last "
-                                  f"step; the run is complete and saved in {run_dir}", stop.signum)
+    if signum := _stop_signal(run):  # after the last step (validation, the last save) or in
+        # a run with nothing to do: the run is complete and saved, but the caller must still stop
+        raise TrainingInterrupted(f"stopped by {signal_name(signum)} after the run's last "
+                                  f"step; the run is complete and saved in {run_dir}", signum)
     epochs = [r for r in run.metrics.records if r.get("kind") == "epoch"]
     return RunResult(run_dir, run.epoch, run.global_step, run.best_epoch,
                      run.best_value, epochs[-1] if epochs else None)
@@ -166,12 +166,17 @@ def _run_epoch(run: Run) -> None:
     bar.close()
 
 
+def _stop_signal(run: Run) -> int | None:
+    """The signal number when SIGINT/SIGTERM arrived on any rank (the same answer on all;
+    SIGTERM's on a rank that only heard of it from another), else None."""
+    return (run.stop.signum or 15) if run.any_rank(bool(run.stop)) else None
+
+
 def _check_stop(run: Run) -> None:
     """Save and stop when SIGINT/SIGTERM arrived (on any rank)."""
-    if not run.any_rank(bool(run.stop)):
+    if not (signum := _stop_signal(run)):
         return
     save_run(run)
-    signum = run.stop.signum or 15
     raise TrainingInterrupted(
         f"stopped by {signal_name(signum)} at epoch {run.epoch + 1}, before step "
         f"{run.step + 1}; a resumable checkpoint is in {run.run_dir}/checkpoints/last.*. "
