@@ -63,6 +63,7 @@ RUNS = {
     "fashion_pgd_at_s1": Entry("Fashion-MNIST ε=0.1", "configs/fashion_mnist_quick_pgd_at.toml", ["train.seed=1"]),
     "fashion_adr_pgd_s1": Entry("Fashion-MNIST ε=0.1", "configs/fashion_mnist_quick_adr.toml", ["train.seed=1"]),
     "mnist_recipe_s0": Entry("MNIST ε=0.3", "configs/mnist_recipe.toml", [], autoattack_n=1000),
+    "mnist_recipe_trades_s0": Entry("MNIST ε=0.3", "configs/mnist_recipe_trades.toml", [], autoattack_n=1000),
 }
 
 
