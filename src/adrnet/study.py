@@ -103,7 +103,7 @@ def _evaluate(run_dir: Path, plan: EvalPlan, cfg: Config, digest: str) -> dict:
     study stopped during AutoAttack does not redo its PGD evaluation."""
     common = dict(which=plan.which, device=plan.device, progress=plan.progress, split="test")
     steps = plan.pgd_steps or cfg.eval.test_steps
-    pgd = _evaluation(run_dir / "eval.json", digest, dict(
+    pgd = cached_evaluation(run_dir / "eval.json", digest, dict(
         attacks=("pgd",), steps=plan.pgd_steps, diagnostics=plan.diagnostics, **common),
         lambda r: r["n"] == _test_size(cfg) and f"pgd-{steps}" in r["attack_accuracy"])
     (label, accuracy), = pgd["attack_accuracy"].items()  # "pgd-K": the one attack run
@@ -112,7 +112,7 @@ def _evaluate(run_dir: Path, plan: EvalPlan, cfg: Config, digest: str) -> dict:
                "norm": pgd["norm"], "eval_seconds": pgd["seconds"]}
     aa_n = cfg.eval.autoattack_n if plan.autoattack_n is None else plan.autoattack_n
     if aa_n:
-        aa = _evaluation(run_dir / "eval_autoattack.json", digest, dict(
+        aa = cached_evaluation(run_dir / "eval_autoattack.json", digest, dict(
             attacks=("autoattack",), n=aa_n, diagnostics=False,
             autoattack_version=plan.autoattack_version, autoattack_attacks=plan.autoattack_attacks,
             autoattack_state=str(run_dir / "autoattack_state.json"), **common),
@@ -123,7 +123,7 @@ def _evaluate(run_dir: Path, plan: EvalPlan, cfg: Config, digest: str) -> dict:
     return summary
 
 
-def _evaluation(path: Path, digest: str, options: dict, matches) -> dict:
+def cached_evaluation(path: Path, digest: str, options: dict, matches) -> dict:
     """The record in ``path`` when it is of these weights, split and checkpoint and
     ``matches(record)``; else a new evaluation written there."""
     from adrnet.eval.evaluate import EvalOptions, evaluate_run
