@@ -1,0 +1,59 @@
+"""benchmarks/quality.py's recipe rule: the candidate chosen on validation decides the
+target, and the verdict follows the target's two conditions (AutoAttack >= 92% on 1000
+images, at most 30 minutes of training)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("quality_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def entry(preset: str, autoattack: float | None, train_seconds: float) -> dict:
+    summary = {"clean": 0.99, "pgd": 0.95}
+    if autoattack is not None:
+        summary.update(autoattack=autoattack, autoattack_n=1000)
+    return {"preset": preset, "summary": summary, "train_seconds": train_seconds, "threads": 2}
+
+
+def test_no_choice_until_every_candidate_is_scored(quality):
+    first, second = quality.RECIPE_CANDIDATES
+    scores = {first: {"apgd_ce": 0.95}}
+    assert quality.chosen_recipe(scores) is None
+    assert "not decided" in quality.recipe({}, scores)
+    scores[second] = {"apgd_ce": 0.96}
+    assert quality.chosen_recipe(scores) == second
+    scores[first]["apgd_ce"] = 0.97
+    assert quality.chosen_recipe(scores) == first
+
+
+@pytest.mark.parametrize("autoattack, minutes, verdict", [
+    (0.925, 29.0, "met: 0.6 standard errors above"),   # se = sqrt(.925 * .075 / 1000) = 0.833 points
+    (0.925, 31.0, "missed: 0.6 standard errors above"),  # over the time budget
+    (0.910, 25.0, "missed: 1.1 standard errors below"),  # se = 0.905 points
+])
+def test_the_chosen_candidate_decides_the_target(quality, autoattack, minutes, verdict):
+    first, second = quality.RECIPE_CANDIDATES
+    scores = {first: {"apgd_ce": 0.90}, second: {"apgd_ce": 0.93}}
+    results = {first: entry("configs/a.toml", 0.99, 60.0),  # not chosen: its figure never counts
+               second: entry("configs/b.toml", autoattack, 60.0 * minutes)}
+    line = quality.recipe(results, scores)
+    assert f"{second} (`b.toml`), chosen on validation" in line and verdict in line
+
+
+def test_the_chosen_candidate_without_autoattack_is_pending(quality):
+    first, second = quality.RECIPE_CANDIDATES
+    scores = {first: {"apgd_ce": 0.94}, second: {"apgd_ce": 0.93}}
+    results = {first: {**entry("configs/a.toml", None, 60.0), "partial": True}}
+    assert "still to come" in quality.recipe(results, scores)
+    assert quality.autoattack_cell(first, results[first], scores) == "pending"
+    assert quality.autoattack_cell(second, results[first], scores).startswith("not run")
