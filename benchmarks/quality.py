@@ -65,6 +65,7 @@ RUNS = {
     "fashion_adr_pgd_s1": Entry("Fashion-MNIST ε=0.1", "configs/fashion_mnist_quick_adr.toml", ["train.seed=1"]),
     "mnist_recipe_s0": Entry("MNIST ε=0.3", "configs/mnist_recipe.toml", [], autoattack_n=1000),
     "mnist_recipe_trades_s0": Entry("MNIST ε=0.3", "configs/mnist_recipe_trades.toml", [], autoattack_n=1000),
+    "mnist_recipe_awp_s0": Entry("MNIST ε=0.3", "configs/mnist_recipe_awp.toml", [], autoattack_n=1000),
 }
 
 #: Configs that spend the recipe target's whole budget. The recipe is the one with the highest
@@ -72,7 +73,7 @@ RUNS = {
 #: accounted for 3.6 of the 4.4 points between PGD-40 and AutoAttack on mnist_recipe_s0), so
 #: the test set plays no part in the choice. Only the chosen one needs AutoAttack on the test
 #: set (mnist_recipe_s0 had it before a second candidate existed).
-RECIPE_CANDIDATES = ("mnist_recipe_s0", "mnist_recipe_trades_s0")
+RECIPE_CANDIDATES = ("mnist_recipe_s0", "mnist_recipe_trades_s0", "mnist_recipe_awp_s0")
 SELECTION = RESULTS / "recipe_selection.json"
 VALIDATION_N = 1000
 
