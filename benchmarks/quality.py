@@ -106,7 +106,8 @@ def record_partial(name: str, work: Path) -> None:
         "partial": True, "dataset": dataset, "preset": preset, "overrides": overrides,
         "summary": {"n": pgd["n"], "clean": pgd["clean_accuracy"], "pgd": accuracy,
                     "eval_seconds": pgd["seconds"]},
-        "train_seconds": train_seconds(run_dir), "machine": cpu_name(), "threads": "–",
+        "train_seconds": train_seconds(run_dir), "machine": cpu_name(),
+        "threads": load_config(run_dir / "config.toml").train.num_threads or "–",
         "torch": torch.__version__})
 
 
