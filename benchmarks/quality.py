@@ -351,5 +351,6 @@ def main() -> None:
     write_docs(results, scores)
     print(table(results, scores))
 
+
 if __name__ == "__main__":
     main()
