@@ -255,7 +255,8 @@ def autoattack_cell(name: str, entry: dict, scores: dict) -> str:
     if not entry.get("partial"):
         return pct(entry["summary"].get("autoattack"))
     chosen = chosen_recipe(scores)
-    return "not run (another candidate chosen)" if chosen not in (None, name) else "pending"
+    passed_over = name in RECIPE_CANDIDATES and chosen not in (None, name)
+    return "not run (another candidate chosen)" if passed_over else "pending"
 
 
 def recipe(results: dict, scores: dict) -> str:
