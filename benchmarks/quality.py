@@ -66,6 +66,7 @@ RUNS = {
     "mnist_recipe_s0": Entry("MNIST ε=0.3", "configs/mnist_recipe.toml", [], autoattack_n=1000),
     "mnist_recipe_trades_s0": Entry("MNIST ε=0.3", "configs/mnist_recipe_trades.toml", [], autoattack_n=1000),
     "mnist_recipe_awp_s0": Entry("MNIST ε=0.3", "configs/mnist_recipe_awp.toml", [], autoattack_n=1000),
+    "mnist_recipe_overshoot_s0": Entry("MNIST ε=0.3", "configs/mnist_recipe_overshoot.toml", [], autoattack_n=1000),
 }
 
 #: Configs that spend the recipe target's whole budget. The recipe is the one with the highest
@@ -73,9 +74,11 @@ RUNS = {
 #: accounted for 3.6 of the 4.4 points between PGD-40 and AutoAttack on mnist_recipe_s0), so
 #: the test set plays no part in the choice. Only the chosen one needs AutoAttack on the test
 #: set (mnist_recipe_s0 had it before a second candidate existed).
-RECIPE_CANDIDATES = ("mnist_recipe_s0", "mnist_recipe_trades_s0", "mnist_recipe_awp_s0")
+RECIPE_CANDIDATES = ("mnist_recipe_s0", "mnist_recipe_trades_s0", "mnist_recipe_awp_s0",
+                     "mnist_recipe_overshoot_s0")
 SELECTION = RESULTS / "recipe_selection.json"
 VALIDATION_N = 1000
+TARGET_EPS = 0.3  # L∞ radius of the recipe target; a candidate may train at a larger one
 
 
 def load_results() -> dict:
@@ -132,7 +135,7 @@ def validation_scores(work: Path) -> dict:
             progress=False, diagnostics=False, autoattack_version="custom",
             autoattack_attacks=("apgd-ce",)), lambda r: r["n"] == VALIDATION_N)
         scores[name] = {"apgd_ce": record["worst_case_accuracy"], "clean": record["clean_accuracy"],
-                        "n": record["n"], "weights_sha256": digest, "seconds": record["seconds"]}
+                        "n": record["n"], "eps": record["eps"], "weights_sha256": digest, "seconds": record["seconds"]}
         write_json_atomic(SELECTION, scores)
     return scores
 
@@ -280,8 +283,9 @@ def recipe(results: dict, scores: dict) -> str:
     gap = (f"{abs(0.92 - accuracy) / max(standard_error, 1e-12):.1f} standard errors "
            f"{'below' if accuracy < 0.92 else 'above'} 92% (one standard error: "
            f"{100 * standard_error:.2f} points)")
-    status = "met" if accuracy >= 0.92 and minutes <= 30 and n >= 1000 else "missed"
-    return (f"{target}: {chosen}: {pct(accuracy)}% on n = {n} after {minutes:.1f} min of "
+    at_target_radius = abs(entry["summary"]["eps"] - TARGET_EPS) < 1e-9  # not a training radius
+    status = "met" if accuracy >= 0.92 and minutes <= 30 and n >= 1000 and at_target_radius else "missed"
+    return (f"{target}: {chosen}: {pct(accuracy)}% at ε = {entry['summary']['eps']} on n = {n} after {minutes:.1f} min of "
             f"training steps ({entry['threads']} thread(s)): {status}: {gap}.")
 
 

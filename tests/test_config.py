@@ -82,6 +82,8 @@ def test_config_is_frozen():
     ("train.precision=fp8", ["'train.precision'", "'bf16'"]),
     ("train.device=tpu", ["'train.device'", "auto, cpu, cuda"]),
     ("attack.eps=-0.1", ["'attack.eps'", ">= 0"]),
+    ("eval.eps=-0.1", ["'eval.eps'", ">= 0"]),
+    ("eval.eps=1.5", ["'eval.eps'", "from 0 to 1"]),
     ("model.name=vgg", ["'model.name'", "smallcnn"]),
     ("data.name=imagenet", ["'data.name'", "mnist"]),
     ("objective.name=madry", ["'objective.name'", "adr_pgd"]),
@@ -98,6 +100,12 @@ def test_bad_input_names_the_key_and_what_is_allowed(override, needles):
         load_config(None, [override])
     for needle in needles:
         assert needle in str(info.value)
+
+
+def test_the_reported_radius_is_eval_eps_else_attack_eps():
+    assert load_config(None, ["attack.eps=0.4"]).eval_eps == 0.4
+    overshoot = load_config(None, ["attack.eps=0.4", "eval.eps=0.3"])
+    assert (overshoot.attack.eps, overshoot.eval_eps) == (0.4, 0.3)
 
 
 def test_negative_lr_factors_are_refused():

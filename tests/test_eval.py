@@ -168,6 +168,14 @@ def test_evaluate_run_writes_eval_json(tiny_toy_run):
     assert record["path"] == str(tiny_toy_run / "eval.json")
 
 
+def test_evaluation_radius_is_eval_eps_unless_given():
+    from adrnet.config import config_from_dict
+    from adrnet.eval.evaluate import resolve_options
+    cfg = config_from_dict({"data": {"name": "blobs"}, "attack": {"eps": 0.1}, "eval": {"eps": 0.05}})
+    assert resolve_options(EvalOptions(attacks=("pgd",)), cfg).eps == 0.05
+    assert resolve_options(EvalOptions(attacks=("pgd",), eps=0.2), cfg).eps == 0.2
+
+
 def test_cli_eval_prints_table(tiny_toy_run, tmp_path, capsys):
     out = tmp_path / "e.json"
     code = main(["eval", str(tiny_toy_run), "--attacks", "pgd", "--n", "50", "--steps", "3",

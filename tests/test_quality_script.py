@@ -18,8 +18,8 @@ def quality():
     return module
 
 
-def entry(preset: str, autoattack: float | None, train_seconds: float) -> dict:
-    summary = {"clean": 0.99, "pgd": 0.95}
+def entry(preset: str, autoattack: float | None, train_seconds: float, eps: float = 0.3) -> dict:
+    summary = {"clean": 0.99, "pgd": 0.95, "eps": eps}
     if autoattack is not None:
         summary.update(autoattack=autoattack, autoattack_n=1000)
     return {"preset": preset, "summary": summary, "train_seconds": train_seconds, "threads": 2}
@@ -42,16 +42,17 @@ def test_no_choice_until_every_candidate_is_scored(quality):
     assert quality.chosen_recipe(scores) == first
 
 
-@pytest.mark.parametrize("autoattack, minutes, verdict", [
-    (0.925, 29.0, "met: 0.6 standard errors above"),   # se = sqrt(.925 * .075 / 1000) = 0.833 points
-    (0.925, 31.0, "missed: 0.6 standard errors above"),  # over the time budget
-    (0.910, 25.0, "missed: 1.1 standard errors below"),  # se = 0.905 points
+@pytest.mark.parametrize("autoattack, minutes, eps, verdict", [
+    (0.925, 29.0, 0.3, "met: 0.6 standard errors above"),   # se = sqrt(.925 * .075 / 1000) = 0.833 points
+    (0.925, 31.0, 0.3, "missed: 0.6 standard errors above"),  # over the time budget
+    (0.925, 29.0, 0.2, "missed: 0.6 standard errors above"),  # evaluated at a smaller radius
+    (0.910, 25.0, 0.3, "missed: 1.1 standard errors below"),  # se = 0.905 points
 ])
-def test_the_chosen_candidate_decides_the_target(quality, autoattack, minutes, verdict):
+def test_the_chosen_candidate_decides_the_target(quality, autoattack, minutes, eps, verdict):
     first, second, *_ = quality.RECIPE_CANDIDATES
     scores = scored(quality, second)
     results = {first: entry("configs/a.toml", 0.99, 60.0),  # not chosen: its figure never counts
-               second: entry("configs/b.toml", autoattack, 60.0 * minutes)}
+               second: entry("configs/b.toml", autoattack, 60.0 * minutes, eps)}
     line = quality.recipe(results, scores)
     assert f"{second} (`b.toml`), chosen on validation" in line and verdict in line
 

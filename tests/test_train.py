@@ -53,6 +53,15 @@ def test_training_learns_the_toy_problem(tmp_path):
     assert result.last_record["val_acc_robust"] > 0.6
 
 
+def test_eval_eps_sets_the_validation_radius_not_the_training_one(tmp_path):
+    # at radius 0 no perturbation exists, so every robust count equals the clean one,
+    # while the steps still train at attack.eps (their records log the radius used)
+    _, result = run_tiny(tmp_path, eval={"eps": 0.0})
+    epochs = records(tmp_path / "run")
+    assert all(r["val_acc_robust"] == r["val_acc_clean"] for r in epochs)
+    assert all(r["eps"] == pytest.approx(0.05) for r in records(tmp_path / "run", "step"))
+
+
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     run_tiny(tmp_path, "a", train={"epochs": 1})
     run_tiny(tmp_path, "b", train={"epochs": 1})

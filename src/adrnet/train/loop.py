@@ -283,14 +283,15 @@ def _finish_epoch(run: Run) -> dict:
 
 def validate(run: Run, epoch: int) -> dict:
     """{"val_acc_clean", "val_acc_robust", "val_examples"} of the unwrapped model on the
-    held-out split: PGD-k (k = ``eval.val_steps``, CE, random start) at the full training
-    ε even during an ε warm-up. The best checkpoint is chosen on this, never on the test
-    set. Under DDP each rank validates a shard and the counts are summed."""
+    held-out split: PGD-k (k = ``eval.val_steps``, CE, random start) at the reported radius
+    ``cfg.eval_eps`` (the full training ε unless eval.eps is set), even during an ε warm-up.
+    The best checkpoint is chosen on this, never on the test set. Under DDP each rank
+    validates a shard and the counts are summed."""
     from adrnet.train.distributed import all_reduce_sum
     cfg, net = run.cfg, run.net
     shard = slice(run.info.rank, None, run.info.world_size)
     x_all, y_all = run.val.x[shard], run.val.y[shard]
-    threat = make_threat(cfg.attack.threat, cfg.attack.eps)
+    threat = make_threat(cfg.attack.threat, cfg.eval_eps)
     was_training = net.training
     net.eval()
     counts = torch.zeros(3, dtype=torch.float64)

@@ -128,7 +128,7 @@ def validation_step_size(cfg: Config) -> float:
     """``eval.val_step_size``, or :func:`~adrnet.attacks.pgd.default_step_size` when unset."""
     if cfg.eval.val_step_size is not None:
         return cfg.eval.val_step_size
-    return default_step_size(cfg.attack.eps, cfg.eval.val_steps)
+    return default_step_size(cfg.eval_eps, cfg.eval.val_steps)
 
 
 def load_data(cfg: Config):
