@@ -18,9 +18,10 @@ from adrnet.cli import add_autoattack_options, autoattack_attacks, positive_int
 from adrnet.errors import ConfigError
 from adrnet.runs import WHICH
 
-EVAL_EPILOG = """defaults come from the run's config.toml: eps and norm of its training
-threat model, PGD steps/restarts from [eval] test_steps (200, as in the paper) and
-test_restarts; PGD step size 2.5*eps/steps. Results go to RUN_DIR/eval.json.
+EVAL_EPILOG = """defaults come from the run's config.toml: eps from [eval] eps (unset: the
+training eps), the norm of its training threat model, PGD steps/restarts from [eval]
+test_steps (200, as in the paper) and test_restarts; PGD step size 2.5*eps/steps.
+Results go to RUN_DIR/eval.json.
 examples:
   adrnet eval runs/quick --attacks fgsm,pgd --steps 20 --n 1000
   adrnet eval runs/quick --attacks pgd,cw,autoattack --n 1000 --sanity
@@ -35,7 +36,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("target", metavar="RUN_DIR_or_CHECKPOINT")
     p.add_argument("--attacks", default="fgsm,pgd", help="comma-separated: fgsm,pgd,cw,mt (multi-targeted PGD),bb (Brendel & Bethge, "
                         "needs adrnet[bb]),autoattack (default fgsm,pgd)")
-    p.add_argument("--eps", help="radius, e.g. 0.3 or 8/255 (default: the run's training eps)")
+    p.add_argument("--eps", help="radius, e.g. 0.3 or 8/255 (default: the run's eval.eps, else its training eps)")
     p.add_argument("--norm", choices=tuple(THREATS), help="threat model (default: the run's)")
     p.add_argument("--n", type=int, help="first N examples of the split (default: all; 1000 with autoattack or bb)")
     p.add_argument("--split", choices=("test", "val"), default="test")
