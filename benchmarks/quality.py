@@ -83,6 +83,10 @@ VALIDATION_N = 1000
 TARGET_EPS = 0.3  # L∞ radius of the recipe target; a candidate may train at a larger one
 
 
+def at_target_radius(eps: float) -> bool:
+    return abs(eps - TARGET_EPS) < 1e-9
+
+
 def load_results() -> dict:
     """The finished runs, one JSON file each (so that two processes can share the table),
     and, for a run still in AutoAttack, its recorded PGD evaluation (``"partial"``)."""
@@ -121,10 +125,10 @@ def saved_scores() -> dict:
 
 
 def validation_scores(work: Path) -> dict:
-    """``{candidate: validation APGD-CE record}`` for every recipe candidate whose training
-    and PGD evaluation are done. Saved in ``SELECTION`` (so a later session without this
-    machine's run directories still knows the choice); each attack is cached in its run
-    directory, keyed by the weights' digest."""
+    """``{candidate: validation APGD-CE record}`` at the target's radius for every recipe
+    candidate whose training and PGD evaluation are done. Saved in ``SELECTION`` (so a
+    later session without this machine's run directories still knows the choice); each
+    attack is cached in its run directory, keyed by the weights' digest."""
     from adrnet.study import cached_evaluation, weights_digest
     scores, results = saved_scores(), load_results()
     for name in RECIPE_CANDIDATES:
@@ -133,11 +137,13 @@ def validation_scores(work: Path) -> dict:
             continue
         digest = weights_digest(run_dir, "best")
         record = cached_evaluation(run_dir / "eval_val_apgd_ce.json", digest, dict(
-            attacks=("autoattack",), split="val", n=VALIDATION_N, which="best", device="auto",
-            progress=False, diagnostics=False, autoattack_version="custom",
-            autoattack_attacks=("apgd-ce",)), lambda r: r["n"] == VALIDATION_N)
+            attacks=("autoattack",), eps=TARGET_EPS, split="val", n=VALIDATION_N, which="best",
+            device="auto", progress=False, diagnostics=False, autoattack_version="custom",
+            autoattack_attacks=("apgd-ce",)),
+            lambda r: r["n"] == VALIDATION_N and at_target_radius(r["eps"]))
         scores[name] = {"apgd_ce": record["worst_case_accuracy"], "clean": record["clean_accuracy"],
-                        "n": record["n"], "eps": record["eps"], "weights_sha256": digest, "seconds": record["seconds"]}
+                        "n": record["n"], "eps": record["eps"], "weights_sha256": digest,
+                        "seconds": record["seconds"]}
         write_json_atomic(SELECTION, scores)
     return scores
 
@@ -285,8 +291,8 @@ def recipe(results: dict, scores: dict) -> str:
     gap = (f"{abs(0.92 - accuracy) / max(standard_error, 1e-12):.1f} standard errors "
            f"{'below' if accuracy < 0.92 else 'above'} 92% (one standard error: "
            f"{100 * standard_error:.2f} points)")
-    at_target_radius = abs(entry["summary"]["eps"] - TARGET_EPS) < 1e-9  # not a training radius
-    status = "met" if accuracy >= 0.92 and minutes <= 30 and n >= 1000 and at_target_radius else "missed"
+    status = "met" if (accuracy >= 0.92 and minutes <= 30 and n >= 1000
+                       and at_target_radius(entry["summary"]["eps"])) else "missed"
     return (f"{target}: {chosen}: {pct(accuracy)}% at ε = {entry['summary']['eps']} on n = {n} after {minutes:.1f} min of "
             f"training steps ({entry['threads']} thread(s)): {status}: {gap}.")
 

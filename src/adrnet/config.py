@@ -277,8 +277,8 @@ def _check_consistency(cfg: Config) -> None:
 
 
 def _check_radius(cfg: Config) -> None:
-    """attack.eps and eval.eps within the bound of its threat model (adrnet.attacks.threats), for
-    the inputs of the data set (√(2^32) for L2 while the data registry is unavailable)."""
+    """attack.eps and eval.eps within the bound of the threat model (adrnet.attacks.threats),
+    for the inputs of the data set (√(2^32) for L2 while the data registry is unavailable)."""
     make_threat, datasets = _registry("adrnet.attacks", "make_threat"), _registry("adrnet.data", "DATASETS")
     if make_threat is None:
         return

@@ -69,7 +69,7 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
     norm = options.norm or cfg.attack.threat
     if options.eps is None and norm != cfg.attack.threat:
         raise ConfigError(f"give --eps for --norm {norm}: the run was trained under "
-                          f"{cfg.attack.threat} eps={cfg.eval_eps}, which is no {norm} radius")
+                          f"{cfg.attack.threat} eps={cfg.attack.eps}, which is no {norm} radius")
     eps = cfg.eval_eps if options.eps is None else float(options.eps)
     dim = DATASETS[cfg.data.name].input_values
     make_threat(norm, eps, dim)
