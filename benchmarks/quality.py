@@ -293,8 +293,9 @@ def recipe(results: dict, scores: dict) -> str:
            f"{100 * standard_error:.2f} points)")
     status = "met" if (accuracy >= 0.92 and minutes <= 30 and n >= 1000
                        and at_target_radius(entry["summary"]["eps"])) else "missed"
-    return (f"{target}: {chosen}: {pct(accuracy)}% at ε = {entry['summary']['eps']} on n = {n} after {minutes:.1f} min of "
-            f"training steps ({entry['threads']} thread(s)): {status}: {gap}.")
+    return (f"{target}: {chosen}: {pct(accuracy)}% at ε = {entry['summary']['eps']} on n = {n} "
+            f"after {minutes:.1f} min of training steps ({entry['threads']} thread(s)): "
+            f"{status}: {gap}.")
 
 
 def headline(results: dict) -> str:
