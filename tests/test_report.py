@@ -90,3 +90,16 @@ def test_cli_report_end_to_end(tiny_toy_run, tmp_path, capsys, torch_one_thread)
     page = out.read_text()
     assert len(_images(page)) == 4 and tiny_toy_run.name in page
     assert main(["report", str(tmp_path / "nope"), "--out", str(out)]) == 2
+
+
+def test_training_curves_of_an_ablation_keep_their_axes():
+    # 12 runs (an ablation's count): one legend entry per (run, accuracy) pair made the
+    # legend taller than the figure, and matplotlib then drew collapsed axes with a warning
+    import warnings
+    from adrnet.eval.figures import training_curves
+    epochs = [{"kind": "epoch", "epoch": e, "loss": 1.0 / e, "acc_clean": 0.5, "acc_adv": 0.4,
+               "val_acc_clean": 0.5, "val_acc_robust": 0.3} for e in (1, 2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = training_curves({f"run {i}": epochs for i in range(12)})
+    assert png.startswith(PNG_MAGIC)

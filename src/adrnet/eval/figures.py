@@ -36,27 +36,33 @@ def _curve(records: list[dict], key: str) -> tuple[list, list]:
 
 
 def training_curves(metrics: Mapping[str, list[dict]]) -> bytes | None:
-    """Loss and accuracies per epoch (step records when a run has no epoch yet)."""
+    """Loss and accuracies per epoch (step records when a run has no epoch yet). A run
+    keeps one colour in both panels and each accuracy one line style, so the legends
+    list runs and accuracies once each: one entry per (run, accuracy) pair made the
+    legend of an ablation's 12 runs taller than the figure."""
     if not any(metrics.values()):
         return None
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
     fig = _figure(10, 3.6)
     ax_loss, ax_acc = fig.subplots(1, 2)
+    styles = dict(zip(ACC_KEYS, ("-", "--", ":", "-.")))
     for label, records in metrics.items():
         epochs = [r for r in records if r.get("kind") == "epoch"] or records
         xs, ys = _curve(epochs, "loss")
         line = ax_loss.plot(xs, ys, marker=".", label=label)[0]
-        for key, style in zip(ACC_KEYS, ("-", "--", ":", "-.")):
+        for key, style in styles.items():
             xs, ys = _curve(epochs, key)
             if xs:
-                ax_acc.plot(xs, [100 * y for y in ys], style, color=line.get_color(),
-                            label=f"{label}: {key}")
+                ax_acc.plot(xs, [100 * y for y in ys], style, color=line.get_color())
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (train batches and validation)")
-    from matplotlib.ticker import MaxNLocator
+    ax_loss.legend(fontsize=7, ncol=1 + len(metrics) // 8)
+    ax_acc.legend([Line2D([], [], linestyle=style, color="grey") for style in styles.values()],
+                  list(styles), fontsize=7)
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     return to_png(fig)
 
 
