@@ -72,6 +72,8 @@ RUNS = {
     "mnist_recipe_overshoot_pgd_at_s0": Entry("MNIST ε=0.3", "configs/mnist_recipe.toml",
                                               ["attack.eps=0.4", "attack.step_size=0.05", "eval.eps=0.3"],
                                               autoattack_n=1000),
+    "mnist_recipe_overshoot035_s0": Entry("MNIST ε=0.3", "configs/mnist_recipe_overshoot.toml",
+                                          ["attack.eps=0.35", "attack.step_size=0.044"], autoattack_n=1000),
 }
 
 #: Configs that spend the recipe target's whole budget. The recipe is the one with the highest
@@ -81,7 +83,7 @@ RUNS = {
 #: set (mnist_recipe_s0 had it before a second candidate existed).
 RECIPE_CANDIDATES = ("mnist_recipe_s0", "mnist_recipe_trades_s0", "mnist_recipe_awp_s0",
                      "mnist_recipe_overshoot_s0", "mnist_recipe_overshoot045_s0",
-                     "mnist_recipe_overshoot_pgd_at_s0")
+                     "mnist_recipe_overshoot_pgd_at_s0", "mnist_recipe_overshoot035_s0")
 SELECTION = RESULTS / "recipe_selection.json"
 VALIDATION_N = 1000
 TARGET_EPS = 0.3  # L∞ radius of the recipe target; a candidate may train at a larger one

@@ -72,3 +72,28 @@ def test_every_spelling_of_a_gpu_is_resolved_or_refused_plainly(name):
         assert resolve_device(name).type == "cuda"
     with pytest.raises(ConfigError, match="unknown"):
         resolve_device("gpu")
+
+
+def test_drain_waits_until_the_backend_lets_go_of_its_tensor(monkeypatch):
+    """``cleanup``'s last collective returns only once the backend's thread released the
+    tensor (a release during interpreter shutdown aborts the process). A stand-in
+    all-reduce hands the tensor to a thread that holds it for 0.2 s, through a view: as a
+    C++ holder does, a view raises the tensor's use count."""
+    import threading
+    import time
+    released = []
+
+    def hold(view, seconds):
+        time.sleep(seconds)
+        released.append(view.shape)
+
+    def all_reduce(tensor):
+        threading.Thread(target=hold, args=(tensor.view(1), 0.2)).start()
+
+    monkeypatch.setattr(D.dist, "all_reduce", all_reduce)
+    monkeypatch.setattr(D, "_collective_device", lambda: torch.device("cpu"))
+    D._drain()
+    assert released  # it waited for the holder
+    released.clear()
+    D._drain(patience_s=0.05)  # less patience than the hold: it gives up, not hangs
+    assert not released

@@ -29,6 +29,7 @@ import datetime
 import inspect
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -240,18 +241,40 @@ def barrier() -> None:
 def cleanup() -> None:
     """Leave the process group, if this process joined one; call it in a ``finally``.
 
-    On the normal path every rank first waits for the others: a rank that tears down
-    its group while a slower peer still holds its connections can abort at exit
-    (seen with gloo when the DDP wrapper outlives the group: "terminate called
-    without an active exception"). While an exception is propagating it neither
-    waits nor, on NCCL, destroys: peers may be stuck in another collective, and a
-    barrier could hang the job or be matched against their operation; exiting lets
-    torchrun stop them.
+    On the normal path every rank first meets the others in :func:`_drain`. While an
+    exception is propagating it neither waits nor, on NCCL, destroys: peers may be stuck
+    in another collective, and a collective could hang the job or be matched against
+    their operation; exiting lets torchrun stop them.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
     if sys.exc_info()[0] is None:
-        barrier()
+        _drain()
     elif dist.get_backend() == "nccl":
         return
     dist.destroy_process_group()
+
+
+def _drain(patience_s: float = 5.0) -> None:
+    """Meet every rank in a last collective, then wait, without the GIL, until the
+    backend's own thread has let go of that collective's tensor.
+
+    Why not a plain barrier: a finished collective is released by the backend's worker
+    thread (gloo's ``runLoop``, NCCL's watchdog) a moment after ``wait()`` returns, and
+    releasing a tensor that Python created needs the GIL. DistributedDataParallel keeps
+    references to the default group (torch 2.13), so ``destroy_process_group`` does not
+    join those threads; if the interpreter is already finalizing when a worker asks for
+    the GIL, the worker is unwound inside a C++ destructor and the process aborts after
+    the run is done ("terminate called without an active exception", SIGABRT; seen about
+    once in 20 two-process CLI runs on a loaded 2-core machine, and the core dump showed
+    gloo's worker destroying a barrier's prior all-reduce). A gloo barrier also holds
+    every collective still in flight, so it cannot be waited for this way; an all-reduce
+    holds only its own tensor, whose use count (``Tensor._use_count``) falls back to 1
+    once the worker dropped it. Earlier collectives were released before this one ran
+    or get the GIL while this function sleeps. ``patience_s`` bounds the wait.
+    """
+    token = torch.zeros(1, device=_collective_device())
+    dist.all_reduce(token)
+    deadline = time.monotonic() + patience_s
+    while token._use_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
