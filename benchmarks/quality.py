@@ -74,6 +74,9 @@ RUNS = {
                                               autoattack_n=1000),
     "mnist_recipe_overshoot035_s0": Entry("MNIST ε=0.3", "configs/mnist_recipe_overshoot.toml",
                                           ["attack.eps=0.35", "attack.step_size=0.044"], autoattack_n=1000),
+    "mnist_recipe_overshoot_pgd5_s0": Entry("MNIST ε=0.3", "configs/mnist_recipe_overshoot.toml",
+                                            ["attack.steps=5", "attack.step_size=0.1", "train.epochs=22"],
+                                            autoattack_n=1000),
 }
 
 #: Configs that spend the recipe target's whole budget. The recipe is the one with the highest
@@ -83,7 +86,8 @@ RUNS = {
 #: set (mnist_recipe_s0 had it before a second candidate existed).
 RECIPE_CANDIDATES = ("mnist_recipe_s0", "mnist_recipe_trades_s0", "mnist_recipe_awp_s0",
                      "mnist_recipe_overshoot_s0", "mnist_recipe_overshoot045_s0",
-                     "mnist_recipe_overshoot_pgd_at_s0", "mnist_recipe_overshoot035_s0")
+                     "mnist_recipe_overshoot_pgd_at_s0", "mnist_recipe_overshoot035_s0",
+                     "mnist_recipe_overshoot_pgd5_s0")
 SELECTION = RESULTS / "recipe_selection.json"
 VALIDATION_N = 1000
 TARGET_EPS = 0.3  # L∞ radius of the recipe target; a candidate may train at a larger one
@@ -124,6 +128,23 @@ def record_partial(name: str, work: Path) -> None:
         "train_seconds": train_seconds(run_dir), "machine": cpu_name(),
         "threads": load_config(run_dir / "config.toml").train.num_threads or "–",
         "torch": torch.__version__})
+
+
+def record_autoattack_stages(name: str, work: Path) -> None:
+    """Add the accuracy after each AutoAttack attack (``autoattack_after``) to a finished
+    run's summary saved before the summary had it, from its run directory's
+    ``eval_autoattack.json`` when that is of the same weights as ``eval.json``."""
+    path, run_dir = RESULTS / f"{name}.json", work / name / name
+    entry = json.loads(path.read_text()) if path.exists() else {}
+    if "autoattack" not in entry.get("summary", {}) or "autoattack_after" in entry["summary"]:
+        return
+    try:
+        pgd, aa = (json.loads((run_dir / f).read_text()) for f in ("eval.json", "eval_autoattack.json"))
+    except FileNotFoundError:
+        return
+    if aa["weights_sha256"] == pgd["weights_sha256"] and aa["worst_case_accuracy"] == entry["summary"]["autoattack"]:
+        entry["summary"]["autoattack_after"] = aa["autoattack"]["accuracy_after"]
+        write_json_atomic(path, entry)
 
 
 def saved_scores() -> dict:
@@ -299,9 +320,13 @@ def recipe(results: dict, scores: dict) -> str:
            f"{100 * standard_error:.2f} points)")
     status = "met" if (accuracy >= 0.92 and minutes <= 30 and n >= 1000
                        and at_target_radius(entry["summary"]["eps"])) else "missed"
+    stages = entry["summary"].get("autoattack_after")
+    after = ("; accuracy after each attack: "
+             + ", ".join(f"{attack} {pct(value)}%" for attack, value in stages.items())
+             if stages else "")
     return (f"{target}: {chosen}: {pct(accuracy)}% at ε = {entry['summary']['eps']} on n = {n} "
             f"after {minutes:.1f} min of training steps ({entry['threads']} thread(s)): "
-            f"{status}: {gap}.")
+            f"{status}: {gap}{after}.")
 
 
 def headline(results: dict) -> str:
@@ -350,6 +375,7 @@ def main() -> None:
     work = Path(args.work)
     for name in RUNS:
         record_partial(name, work)
+        record_autoattack_stages(name, work)
     results = load_results()
     for name in [] if args.table_only else (args.only or RUNS):
         if name in results and not results[name].get("partial"):

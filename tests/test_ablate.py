@@ -108,6 +108,7 @@ def test_an_evaluation_on_disk_for_the_same_weights_is_reused(tmp_path, monkeypa
     plan = EvalPlan(pgd_steps=3, autoattack_n=4, autoattack_version="custom",
                     autoattack_attacks=("apgd-ce",), progress=False, diagnostics=False)
     first = run_study(variants, tmp_path / "s", plan)["full"]["summary"]
+    assert first["autoattack_after"] == {"apgd-ce": first["autoattack"]}  # its only attack
     (tmp_path / "s" / "study.json").unlink()
     monkeypatch.setattr("adrnet.eval.evaluate.evaluate_run", lambda *a, **k: 1 / 0)
     assert run_study(variants, tmp_path / "s", plan)["full"]["summary"] == first

@@ -65,3 +65,36 @@ def test_the_chosen_candidate_without_autoattack_is_pending(quality):
     assert quality.autoattack_cell(first, results[first], scores) == "pending"
     assert quality.autoattack_cell(second, results[first], scores).startswith("not run")
     assert quality.autoattack_cell("mnist_pgd_at_s1", results[first], scores) == "pending"  # no candidate
+
+
+def test_the_recipe_line_gives_the_accuracy_after_each_attack(quality):
+    first, second, *_ = quality.RECIPE_CANDIDATES
+    results = {second: entry("configs/b.toml", 0.916, 60.0 * 25)}
+    results[second]["summary"]["autoattack_after"] = {"apgd-ce": 0.928, "square": 0.916}
+    line = quality.recipe(results, scored(quality, second))
+    assert line.endswith("accuracy after each attack: apgd-ce 92.80%, square 91.60%.")
+
+
+def test_stages_are_added_only_from_the_same_evaluation(quality, tmp_path, monkeypatch):
+    """A summary saved without ``autoattack_after`` gets it from its run directory, but
+    only from an AutoAttack record of the weights PGD was run on, with the same figure."""
+    import json
+    monkeypatch.setattr(quality, "RESULTS", tmp_path / "results")
+    quality.RESULTS.mkdir()
+    name, run_dir = "mnist_recipe_s0", tmp_path / "work" / "mnist_recipe_s0" / "mnist_recipe_s0"
+    run_dir.mkdir(parents=True)
+    stages = {"apgd-ce": 0.93, "square": 0.91}
+
+    def saved(weights: str, accuracy: float) -> dict:
+        (run_dir / "eval.json").write_text(json.dumps({"weights_sha256": "w1"}))
+        (run_dir / "eval_autoattack.json").write_text(json.dumps({
+            "weights_sha256": weights, "worst_case_accuracy": accuracy,
+            "autoattack": {"accuracy_after": stages}}))
+        (quality.RESULTS / f"{name}.json").write_text(json.dumps(
+            {"summary": {"autoattack": 0.91}}))
+        quality.record_autoattack_stages(name, tmp_path / "work")
+        return json.loads((quality.RESULTS / f"{name}.json").read_text())["summary"]
+
+    assert "autoattack_after" not in saved("w2", 0.91)  # other weights
+    assert "autoattack_after" not in saved("w1", 0.92)  # another evaluation
+    assert saved("w1", 0.91)["autoattack_after"] == stages

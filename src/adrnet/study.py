@@ -119,6 +119,7 @@ def _evaluate(run_dir: Path, plan: EvalPlan, cfg: Config, digest: str) -> dict:
             lambda r: r["n"] == aa_n and _aa_settings(r) == _aa_settings_of(plan))
         summary.update(autoattack=aa["worst_case_accuracy"], autoattack_n=aa["n"],
                        autoattack_clean=aa["clean_accuracy"],
+                       autoattack_after=aa["autoattack"]["accuracy_after"],
                        eval_seconds=summary["eval_seconds"] + aa["seconds"])
     return summary
 
