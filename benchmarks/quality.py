@@ -133,17 +133,19 @@ def record_partial(name: str, work: Path) -> None:
 def record_autoattack_stages(name: str, work: Path) -> None:
     """Add the accuracy after each AutoAttack attack (``autoattack_after``) to a finished
     run's summary saved before the summary had it, from its run directory's
-    ``eval_autoattack.json`` when that is of the same weights as ``eval.json``."""
-    path, run_dir = RESULTS / f"{name}.json", work / name / name
+    ``eval_autoattack.json`` when that record is of the same weights and images."""
+    path = RESULTS / f"{name}.json"
     entry = json.loads(path.read_text()) if path.exists() else {}
-    if "autoattack" not in entry.get("summary", {}) or "autoattack_after" in entry["summary"]:
+    summary = entry.get("summary", {})
+    if "autoattack" not in summary or "autoattack_after" in summary:
         return
     try:
-        pgd, aa = (json.loads((run_dir / f).read_text()) for f in ("eval.json", "eval_autoattack.json"))
-    except FileNotFoundError:
+        aa = json.loads((work / name / name / "eval_autoattack.json").read_text())
+    except (OSError, ValueError):
         return
-    if aa["weights_sha256"] == pgd["weights_sha256"] and aa["worst_case_accuracy"] == entry["summary"]["autoattack"]:
-        entry["summary"]["autoattack_after"] = aa["autoattack"]["accuracy_after"]
+    if (aa.get("weights_sha256") == entry.get("weights_sha256") and aa.get("n") == summary["autoattack_n"]
+            and "autoattack" in aa):
+        summary["autoattack_after"] = aa["autoattack"]["accuracy_after"]
         write_json_atomic(path, entry)
 
 

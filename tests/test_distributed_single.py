@@ -87,13 +87,18 @@ def test_drain_waits_until_the_backend_lets_go_of_its_tensor(monkeypatch):
         time.sleep(seconds)
         released.append(view.shape)
 
+    holders = []
+
     def all_reduce(tensor):
-        threading.Thread(target=hold, args=(tensor.view(1), 0.2)).start()
+        holders.append(threading.Thread(target=hold, args=(tensor.view(1), 0.2)))
+        holders[-1].start()
 
     monkeypatch.setattr(D.dist, "all_reduce", all_reduce)
     monkeypatch.setattr(D, "_collective_device", lambda: torch.device("cpu"))
     D._drain()
     assert released  # it waited for the holder
     released.clear()
-    D._drain(patience_s=0.05)  # less patience than the hold: it gives up, not hangs
+    with pytest.warns(RuntimeWarning, match="still held"):
+        D._drain(patience_s=0.05)  # less patience than the hold: it gives up, not hangs
     assert not released
+    holders[-1].join()

@@ -68,16 +68,16 @@ def test_the_chosen_candidate_without_autoattack_is_pending(quality):
 
 
 def test_the_recipe_line_gives_the_accuracy_after_each_attack(quality):
-    first, second, *_ = quality.RECIPE_CANDIDATES
-    results = {second: entry("configs/b.toml", 0.916, 60.0 * 25)}
-    results[second]["summary"]["autoattack_after"] = {"apgd-ce": 0.928, "square": 0.916}
-    line = quality.recipe(results, scored(quality, second))
+    chosen = quality.RECIPE_CANDIDATES[1]
+    results = {chosen: entry("configs/b.toml", 0.916, 60.0 * 25)}
+    results[chosen]["summary"]["autoattack_after"] = {"apgd-ce": 0.928, "square": 0.916}
+    line = quality.recipe(results, scored(quality, chosen))
     assert line.endswith("accuracy after each attack: apgd-ce 92.80%, square 91.60%.")
 
 
 def test_stages_are_added_only_from_the_same_evaluation(quality, tmp_path, monkeypatch):
     """A summary saved without ``autoattack_after`` gets it from its run directory, but
-    only from an AutoAttack record of the weights PGD was run on, with the same figure."""
+    only from an AutoAttack record of the same weights and number of images."""
     import json
     monkeypatch.setattr(quality, "RESULTS", tmp_path / "results")
     quality.RESULTS.mkdir()
@@ -85,16 +85,14 @@ def test_stages_are_added_only_from_the_same_evaluation(quality, tmp_path, monke
     run_dir.mkdir(parents=True)
     stages = {"apgd-ce": 0.93, "square": 0.91}
 
-    def saved(weights: str, accuracy: float) -> dict:
-        (run_dir / "eval.json").write_text(json.dumps({"weights_sha256": "w1"}))
+    def backfilled(weights: str, n: int) -> dict:
         (run_dir / "eval_autoattack.json").write_text(json.dumps({
-            "weights_sha256": weights, "worst_case_accuracy": accuracy,
-            "autoattack": {"accuracy_after": stages}}))
+            "weights_sha256": weights, "n": n, "autoattack": {"accuracy_after": stages}}))
         (quality.RESULTS / f"{name}.json").write_text(json.dumps(
-            {"summary": {"autoattack": 0.91}}))
+            {"weights_sha256": "w1", "summary": {"autoattack": 0.91, "autoattack_n": 1000}}))
         quality.record_autoattack_stages(name, tmp_path / "work")
         return json.loads((quality.RESULTS / f"{name}.json").read_text())["summary"]
 
-    assert "autoattack_after" not in saved("w2", 0.91)  # other weights
-    assert "autoattack_after" not in saved("w1", 0.92)  # another evaluation
-    assert saved("w1", 0.91)["autoattack_after"] == stages
+    assert "autoattack_after" not in backfilled("w2", 1000)  # other weights
+    assert "autoattack_after" not in backfilled("w1", 500)  # other images
+    assert backfilled("w1", 1000)["autoattack_after"] == stages

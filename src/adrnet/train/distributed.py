@@ -30,6 +30,7 @@ import inspect
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -255,26 +256,34 @@ def cleanup() -> None:
     dist.destroy_process_group()
 
 
-def _drain(patience_s: float = 5.0) -> None:
+def _drain(patience_s: float = 5.0, grace_s: float = 0.02) -> None:
     """Meet every rank in a last collective, then wait, without the GIL, until the
-    backend's own thread has let go of that collective's tensor.
+    backend's threads have let go of that collective's tensor.
 
-    Why not a plain barrier: a finished collective is released by the backend's worker
-    thread (gloo's ``runLoop``, NCCL's watchdog) a moment after ``wait()`` returns, and
-    releasing a tensor that Python created needs the GIL. DistributedDataParallel keeps
-    references to the default group (torch 2.13), so ``destroy_process_group`` does not
-    join those threads; if the interpreter is already finalizing when a worker asks for
-    the GIL, the worker is unwound inside a C++ destructor and the process aborts after
-    the run is done ("terminate called without an active exception", SIGABRT; seen about
-    once in 20 two-process CLI runs on a loaded 2-core machine, and the core dump showed
-    gloo's worker destroying a barrier's prior all-reduce). A gloo barrier also holds
-    every collective still in flight, so it cannot be waited for this way; an all-reduce
-    holds only its own tensor, whose use count (``Tensor._use_count``) falls back to 1
-    once the worker dropped it. Earlier collectives were released before this one ran
-    or get the GIL while this function sleeps. ``patience_s`` bounds the wait.
+    Why not a plain barrier: gloo's worker thread releases a finished collective a
+    moment after ``wait()`` returns, and releasing a tensor that Python created needs the
+    GIL. DistributedDataParallel keeps references to the default group (torch 2.13), so
+    ``destroy_process_group`` does not join those threads. If the interpreter is already
+    finalizing when a worker asks for the GIL, the worker is unwound inside a C++
+    destructor and the process aborts after the run is done ("terminate called without
+    an active exception", SIGABRT; the core dump showed gloo's worker destroying a
+    barrier's prior all-reduce). A gloo barrier holds every collective still in flight;
+    an all-reduce holds only its own tensor, whose use count (``Tensor._use_count``)
+    falls back to 1 once the worker dropped it. ``.item()`` first waits for the result,
+    which on NCCL (asynchronous to the host) means for every rank.
+
+    gloo runs two worker threads, so the other one may still hold an earlier collective;
+    ``grace_s`` more of sleep gives it the GIL. That makes the abort rare, not impossible
+    (benchmarks/ddp_exit.py counts it). ``patience_s`` bounds the wait; running out of it
+    is warned about, since the protection then did not apply.
     """
     token = torch.zeros(1, device=_collective_device())
     dist.all_reduce(token)
-    deadline = time.monotonic() + patience_s
-    while token._use_count() > 1 and time.monotonic() < deadline:
+    token.item()
+    started = time.monotonic()
+    while token._use_count() > 1 and time.monotonic() - started < patience_s:
         time.sleep(0.001)
+    if token._use_count() > 1:
+        warnings.warn(f"the process group's last collective is still held after {patience_s} s; "
+                      "the process may abort at exit", RuntimeWarning, stacklevel=3)
+    time.sleep(grace_s)
