@@ -267,12 +267,12 @@ def table(results: dict, scores: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, (dataset, preset, overrides, _) in RUNS.items():
         entry = results.get(name)
+        run = f"| {dataset} | {name} | `{Path(preset).name}`{' ' + ' '.join(overrides) if overrides else ''} |"
         if entry is None:
-            rows.append(f"| {dataset} | {name} | `{Path(preset).name}` | not run yet | | | | | | |")
+            rows.append(f"{run} not run yet | | | | | | |")
             continue
         s = entry["summary"]
-        rows.append(f"| {dataset} | {name} | `{Path(preset).name}`{' ' + ' '.join(overrides) if overrides else ''} | "
-                    f"{pct(s['clean'])} | {pct(s['pgd'])} | "
+        rows.append(f"{run} {pct(s['clean'])} | {pct(s['pgd'])} | "
                     f"{autoattack_cell(name, entry, scores)} | "
                     f"{s.get('autoattack_n', '–')} | {entry['train_seconds'] / 60:.1f} min | "
                     f"{s['eval_seconds'] / 60:.1f} min | {entry['threads']} |")
