@@ -36,7 +36,7 @@ from typing import NamedTuple
 import torch
 
 from adrnet.atomic import write_json_atomic, write_text_atomic
-from adrnet.config import apply_overrides, load_config
+from adrnet.config import apply_overrides, config_diff, load_config
 from adrnet.study import EvalPlan, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +88,9 @@ RECIPE_CANDIDATES = ("mnist_recipe_s0", "mnist_recipe_trades_s0", "mnist_recipe_
                      "mnist_recipe_overshoot_s0", "mnist_recipe_overshoot045_s0",
                      "mnist_recipe_overshoot_pgd_at_s0", "mnist_recipe_overshoot035_s0",
                      "mnist_recipe_overshoot_pgd5_s0")
+#: Runs trained as a preset plus overrides whose config users can also train from one file.
+#: The docs name the file only while it still equals the run's config (``saved_as``).
+SAVED_AS = {"mnist_recipe_overshoot_pgd5_s0": "configs/mnist_recipe_overshoot_pgd5.toml"}
 SELECTION = RESULTS / "recipe_selection.json"
 VALIDATION_N = 1000
 TARGET_EPS = 0.3  # L∞ radius of the recipe target; a candidate may train at a larger one
@@ -95,6 +98,27 @@ TARGET_EPS = 0.3  # L∞ radius of the recipe target; a candidate may train at a
 
 def at_target_radius(eps: float) -> bool:
     return abs(eps - TARGET_EPS) < 1e-9
+
+
+def saved_as(name: str) -> str | None:
+    """The preset file that holds run ``name``'s config (preset plus overrides), if any.
+    Stops the script when the file has drifted, so the docs never point users to a config
+    other than the one measured."""
+    if name not in SAVED_AS:
+        return None
+    _, preset, overrides, _ = RUNS[name]
+    drift = config_diff(apply_overrides(load_config(ROOT / preset), overrides), load_config(ROOT / SAVED_AS[name]))
+    if drift:
+        raise SystemExit(f"{SAVED_AS[name]} no longer equals run {name}'s config (it differs in "
+                         f"{', '.join(drift)}): restore it, or measure it as a new run")
+    return SAVED_AS[name]
+
+
+def described(name: str, entry: dict) -> str:
+    """How a run's config is named in the docs: its preset and overrides, and the one file
+    that holds them when there is one."""
+    text = f"`{Path(entry['preset']).name}`" + "".join(f" {o}" for o in entry.get("overrides", []))
+    return text + (f", saved as `{path}`" if (path := saved_as(name)) else "")
 
 
 def load_results() -> dict:
@@ -278,16 +302,20 @@ def table(results: dict, scores: dict) -> str:
                     f"{s['eval_seconds'] / 60:.1f} min | {entry['threads']} |")
     machines = sorted({e["machine"] for e in results.values()}) or [cpu_name()]
     torches = sorted({e["torch"] for e in results.values()}) or [torch.__version__]
-    pending = sum(bool(e.get("partial")) for e in results.values())
-    head = (f"Written by `python benchmarks/quality.py` ({len(results) - pending} of {len(RUNS)} "
-            f"runs done, {pending} with AutoAttack still running). "
+    cells = [autoattack_cell(name, entry, scores) for name, entry in results.items() if entry.get("partial")]
+    pending, passed_over = cells.count("pending"), len(cells) - cells.count("pending")
+    head = (f"Written by `python benchmarks/quality.py` ({len(results) - len(cells)} of {len(RUNS)} "
+            f"runs done with AutoAttack, {passed_over} recipe candidates scored without it (not "
+            f"chosen on validation), {pending} with AutoAttack still to come). "
             f"Machine: {'; '.join(machines)}; torch {', '.join(torches)}. Clean and PGD-{PGD_STEPS} "
             "(L∞, step 2.5ε/40, random start) on the whole test set (n = 10000); AutoAttack "
             "standard on the first n test images; checkpoint chosen on the validation split. "
             "Times: the training steps (validation excluded) and the whole evaluation, on "
             "the machine named, with the number of threads each run used (runs with 1 thread "
-            "ran two at a time, one per core). An evaluation may span sessions and share its "
-            "core with other work at low priority, so read eval times as upper bounds.\n\n")
+            "ran two at a time, one per core). Read eval times as rough: an evaluation may have "
+            "shared its core with other work at low priority, and one resumed across sessions "
+            "before adrnet kept the attack time of earlier calls (2026-12-01) counts its last "
+            "call only (mnist_recipe_overshoot_pgd5_s0's AutoAttack, for one, took two calls).\n\n")
     return head + "\n".join(rows) + "\n\n" + "\n".join(verdicts(results) + [recipe(results, scores)]) + "\n"
 
 
@@ -311,7 +339,7 @@ def recipe(results: dict, scores: dict) -> str:
                 f"images): {shown or 'none'}, of {len(RECIPE_CANDIDATES)} candidates.")
     entry = results[name]
     accuracy, n = entry["summary"].get("autoattack"), entry["summary"].get("autoattack_n")
-    chosen = (f"{name} (`{Path(entry['preset']).name}`), chosen on validation (APGD-CE on "
+    chosen = (f"{name} ({described(name, entry)}), chosen on validation (APGD-CE on "
               f"{VALIDATION_N} validation images: {shown})")
     if accuracy is None:
         return f"{target}: {chosen}; its AutoAttack on the test images is still to come."
@@ -331,19 +359,30 @@ def recipe(results: dict, scores: dict) -> str:
             f"{status}: {gap}{after}.")
 
 
-def headline(results: dict) -> str:
-    """The README's sentence on the demo preset (configs/mnist_quick_adr.toml, seed 0)."""
+def figures(entry: dict) -> str:
+    """A run's test-set figures and training time, as the README states them."""
+    s = entry["summary"]
+    return (f"**{pct(s['autoattack'])}% under AutoAttack** (standard, L∞ ε = {s['eps']}, first "
+            f"{s['autoattack_n']} test images), {pct(s['pgd'])}% under PGD-{PGD_STEPS} and "
+            f"{pct(s['clean'])}% clean on all 10000 test images, after "
+            f"{entry['train_seconds'] / 60:.0f} minutes of training steps on "
+            f"{entry['threads']} thread(s)")
+
+
+def headline(results: dict, scores: dict) -> str:
+    """The README's sentences: the demo preset (configs/mnist_quick_adr.toml, seed 0), and
+    the recipe chosen on validation once its AutoAttack is done."""
     entry = results.get("mnist_adr_pgd_s0")
     if entry is None or entry["summary"].get("autoattack") is None:
         return ("The demo preset's AutoAttack accuracy has not been measured yet "
                 "(`python benchmarks/quality.py`).")
-    s = entry["summary"]
-    return (f"Measured by `python benchmarks/quality.py` ({entry['machine']}): "
-            f"**{pct(s['autoattack'])}% under AutoAttack** (standard, L∞ ε = 0.3, first "
-            f"{s['autoattack_n']} test images), {pct(s['pgd'])}% under PGD-{PGD_STEPS} and "
-            f"{pct(s['clean'])}% clean on all 10000 test images, after "
-            f"{entry['train_seconds'] / 60:.0f} minutes of training steps on "
-            f"{entry['threads']} thread(s).")
+    text = f"Measured by `python benchmarks/quality.py` ({entry['machine']}): the demo preset, {figures(entry)}."
+    name = chosen_recipe(scores)
+    recipe_entry = results.get(name) if name else None
+    if recipe_entry and recipe_entry["summary"].get("autoattack") is not None:
+        text += (f" The 30-minute MNIST recipe, chosen on validation among {len(RECIPE_CANDIDATES)} "
+                 f"candidates ({described(name, recipe_entry)}): {figures(recipe_entry)}.")
+    return text
 
 
 def replace_block(path: Path, name: str, body: str, heading: str = "") -> None:
@@ -360,7 +399,7 @@ def replace_block(path: Path, name: str, body: str, heading: str = "") -> None:
 def write_docs(results: dict, scores: dict) -> None:
     replace_block(DOCS, "quality", table(results, scores),
                   "## ADR against its base at the same budget (`python benchmarks/quality.py`)\n")
-    replace_block(README, "headline", headline(results) + "\n")
+    replace_block(README, "headline", headline(results, scores) + "\n")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -149,3 +150,26 @@ def test_a_resume_keeps_the_accuracy_each_finished_attack_left(twenty, tmp_path,
     uninterrupted = autoattack_eval(model, x, y, **kwargs)
     assert resumed.accuracy_after == uninterrupted.accuracy_after
     assert resumed.accuracy_after["apgd-ce"] == float(clean.float().mean())
+
+
+def test_a_resume_reports_the_time_earlier_calls_spent(twenty, tmp_path, monkeypatch):
+    """A resumed evaluation knows how long its earlier calls attacked the batches they
+    saved, so its reported time is the whole cost, not only that of the last call."""
+    model, x, y = twenty
+    clock, batches = [0.0], []
+
+    def two_seconds_each(adversary, attack, xb, yb, device):
+        batches.append(len(xb))
+        if len(batches) == 3:
+            raise KeyboardInterrupt  # the third batch is lost, and so is its time
+        clock[0] += 2.0
+        return xb
+    monkeypatch.setattr(aa_module, "_attack_batch", two_seconds_each)
+    monkeypatch.setattr(aa_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    kwargs = dict(eps=EPS, version="custom", attacks=["apgd-ce"], batch_size=5)
+    state = tmp_path / "aa_state.json"
+    with pytest.raises(KeyboardInterrupt):
+        autoattack_eval(model, x, y, state_path=state, **kwargs)
+    assert json.loads(state.read_text())["seconds"] == 4.0
+    assert autoattack_eval(model, x, y, state_path=state, **kwargs).resumed_seconds == 4.0
+    assert autoattack_eval(model, x, y, **kwargs).resumed_seconds == 0.0

@@ -96,3 +96,29 @@ def test_stages_are_added_only_from_the_same_evaluation(quality, tmp_path, monke
     assert "autoattack_after" not in backfilled("w2", 1000)  # other weights
     assert "autoattack_after" not in backfilled("w1", 500)  # other images
     assert backfilled("w1", 1000)["autoattack_after"] == stages
+
+
+def test_a_saved_preset_must_equal_the_config_measured(quality, monkeypatch):
+    """The docs send users to the one-file preset only while it is the config that was
+    measured (the row's preset plus overrides)."""
+    for name, path in quality.SAVED_AS.items():
+        assert quality.saved_as(name) == path
+    name = next(iter(quality.SAVED_AS))
+    monkeypatch.setitem(quality.SAVED_AS, name, "configs/mnist_recipe.toml")  # PGD-10, not PGD-5
+    with pytest.raises(SystemExit, match="attack.steps"):
+        quality.saved_as(name)
+
+
+def test_the_readme_names_the_recipe_once_its_autoattack_is_done(quality):
+    chosen = quality.RECIPE_CANDIDATES[1]
+    demo = {**entry("configs/mnist_quick_adr.toml", 0.866, 60.0 * 19), "machine": "CPU X"}
+    demo["summary"]["autoattack_n"] = 500
+    results = {"mnist_adr_pgd_s0": demo, chosen: {**entry("configs/b.toml", None, 60.0 * 25), "partial": True}}
+    scores = scored(quality, chosen)
+    assert "recipe" not in quality.headline(results, scores)
+    results[chosen] = {**entry("configs/b.toml", 0.923, 60.0 * 25), "overrides": ["train.epochs=22"]}
+    line = quality.headline(results, scores)
+    assert line.startswith("Measured by `python benchmarks/quality.py` (CPU X): the demo preset, **86.60% under")
+    assert (f"The 30-minute MNIST recipe, chosen on validation among {len(quality.RECIPE_CANDIDATES)} "
+            "candidates (`b.toml` train.epochs=22): **92.30% under AutoAttack** (standard, L∞ ε = 0.3, "
+            "first 1000 test images), 95.00% under PGD-40 and 99.00% clean") in line

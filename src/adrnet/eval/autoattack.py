@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,9 @@ class AutoAttackResult:
     accuracy_after: dict[str, float]
     settings: dict
     warnings: list[str] = field(default_factory=list)
+    #: attack time of the batches that earlier, interrupted calls saved (0 for a fresh run);
+    #: an evaluation adds it to its own wall time, so a resumed run reports its whole cost
+    resumed_seconds: float = 0.0
 
     @property
     def accuracy(self) -> float:
@@ -138,7 +142,7 @@ def _fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: d
 
 def _load_state(path: Path | None, fingerprint: str, clean_correct: torch.Tensor) -> dict:
     fresh = {"fingerprint": fingerprint, "robust": clean_correct.tolist(), "attacked": {},
-             "accuracy_after": {}}
+             "accuracy_after": {}, "seconds": 0.0}
     if path is None or not path.exists():
         return fresh
     try:
@@ -165,11 +169,13 @@ def _run_attack(adversary, model, attack, x, y, state, *, batch_size, device, pa
     todo = (robust & ~attacked).nonzero().flatten()
     for start in tqdm(range(0, len(todo), batch_size), desc=f"autoattack {attack}",
                       disable=not progress, leave=False):
+        started = time.perf_counter()
         batch = todo[start:start + batch_size]
         x_adv = _attack_batch(adversary, attack, x[batch], y[batch], device)
         robust[batch] &= predict(model, x_adv, batch_size).eq(y[batch].cpu())
         attacked[batch] = True
         state["robust"], state["attacked"][attack] = robust.tolist(), attacked.tolist()
+        state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - started
         if start + batch_size >= len(todo):  # saved with the attack's last batch: a resume
             state["accuracy_after"][attack] = float(robust.float().mean())  # must not redo it
         if path is not None:
@@ -202,6 +208,7 @@ def autoattack_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
         adversary = build_autoattack(model, settings, device)
         _limit_targets(adversary, num_outputs(model, x[:1]), list(adversary.attacks_to_run))
         state = _load_state(path, fingerprint, clean_correct)
+        resumed_seconds = state.get("seconds", 0.0)  # absent from states saved before it was kept
         for attack in list(adversary.attacks_to_run):
             _run_attack(adversary, model, attack, x, y, state, batch_size=batch_size,
                         device=device, path=path, progress=progress)
@@ -210,4 +217,5 @@ def autoattack_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
     return AutoAttackResult(robust=torch.tensor(state["robust"], dtype=torch.bool),
                             clean_correct=clean_correct, accuracy_after=state["accuracy_after"],
                             settings={**settings, "device": str(device)},
-                            warnings=adversary.logger.handlers[0].messages)
+                            warnings=adversary.logger.handlers[0].messages,
+                            resumed_seconds=resumed_seconds)

@@ -132,7 +132,8 @@ def run_attacks(model, x, y, opts: EvalOptions) -> tuple:
                              state_path=opts.autoattack_state, progress=opts.progress)
         extra["autoattack"] = aa.robust
         settings["autoattack"] = aa.settings
-        summaries["autoattack"] = {"accuracy_after": aa.accuracy_after, "warnings": aa.warnings}
+        summaries["autoattack"] = {"accuracy_after": aa.accuracy_after, "warnings": aa.warnings,
+                                   "resumed_seconds": round(aa.resumed_seconds, 1)}
     result = robust_accuracy(model, x, y, fns, batch_size=opts.batch_size, settings=settings,
                              extra_correct=extra, progress=opts.progress)
     if "bb" in fns:
@@ -231,7 +232,9 @@ def evaluate_run(target: str | Path, options: EvalOptions = EvalOptions()) -> di
         record.update(summaries)
         sweeps, notes = kept_sweeps(previous, record)
         record.update(extra_analyses(model, x, y, opts, sweeps))
-        record["seconds"] = round(time.time() - started, 1)
+        # a resumed AutoAttack adds the time its earlier calls spent on the batches they saved
+        earlier = record.get("autoattack", {}).get("resumed_seconds", 0.0)
+        record["seconds"] = round(time.time() - started + earlier, 1)
         write_json_atomic(out_path, record)
     return {**record, "path": str(out_path), "notes": notes}
 
