@@ -122,3 +122,18 @@ def test_the_readme_names_the_recipe_once_its_autoattack_is_done(quality):
     assert (f"The 30-minute MNIST recipe, chosen on validation among {len(quality.RECIPE_CANDIDATES)} "
             "candidates (`b.toml` train.epochs=22): **92.30% under AutoAttack** (standard, L∞ ε = 0.3, "
             "first 1000 test images), 95.00% under PGD-40 and 99.00% clean") in line
+
+
+def test_the_recipe_line_adds_the_second_seed_without_changing_the_verdict(quality):
+    chosen = "mnist_recipe_overshoot_pgd5_s0"
+    assert chosen in quality.RECIPE_CANDIDATES and "mnist_recipe_overshoot_pgd5_s1" in quality.RUNS
+    results = {chosen: entry("configs/b.toml", 0.923, 60.0 * 25),
+               "mnist_recipe_overshoot_pgd5_s1": {**entry("configs/b.toml", None, 60.0 * 26), "partial": True}}
+    line = quality.recipe(results, scored(quality, chosen))
+    assert "met: 0.4 standard errors above" in line  # se = sqrt(.923 * .077 / 1000) = 0.843 points
+    assert line.endswith("; the same config with seed 1: PGD-40 95.00%, its AutoAttack still to come.")
+    results["mnist_recipe_overshoot_pgd5_s1"] = entry("configs/b.toml", 0.915, 60.0 * 26)
+    line = quality.recipe(results, scored(quality, chosen))
+    assert "met: 0.4 standard errors above" in line
+    assert line.endswith("; the same config with seed 1: 91.50% under AutoAttack (n = 1000) after 26.0 min "
+                         "of training steps.")
