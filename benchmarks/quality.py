@@ -397,7 +397,8 @@ def headline(results: dict, scores: dict) -> str:
     recipe_entry = results.get(name) if name else None
     if recipe_entry and recipe_entry["summary"].get("autoattack") is not None:
         text += (f" The 30-minute MNIST recipe, chosen on validation among {len(RECIPE_CANDIDATES)} "
-                 f"candidates ({described(name, recipe_entry)}): {figures(recipe_entry)}.")
+                 f"candidates ({described(name, recipe_entry)}): {figures(recipe_entry)}"
+                 f"{second_seed(name, results)}.")
     return text
 
 
