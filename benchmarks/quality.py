@@ -117,10 +117,15 @@ def saved_as(name: str) -> str | None:
     return SAVED_AS[name]
 
 
+def config_label(preset: str, overrides: list[str]) -> str:
+    """A config as the docs name it: the preset's file name and the overrides."""
+    return f"`{Path(preset).name}`" + "".join(f" {override}" for override in overrides)
+
+
 def described(name: str, entry: dict) -> str:
     """How a run's config is named in the docs: its preset and overrides, and the one file
     that holds them when there is one."""
-    text = f"`{Path(entry['preset']).name}`" + "".join(f" {o}" for o in entry.get("overrides", []))
+    text = config_label(entry["preset"], entry.get("overrides", []))
     return text + (f", saved as `{path}`" if (path := saved_as(name)) else "")
 
 
@@ -294,7 +299,7 @@ def table(results: dict, scores: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, (dataset, preset, overrides, _) in RUNS.items():
         entry = results.get(name)
-        run = f"| {dataset} | {name} | `{Path(preset).name}`{' ' + ' '.join(overrides) if overrides else ''} |"
+        run = f"| {dataset} | {name} | {config_label(preset, overrides)} |"
         if entry is None:
             rows.append(f"{run} not run yet | | | | | | |")
             continue

@@ -170,6 +170,10 @@ def test_a_resume_reports_the_time_earlier_calls_spent(twenty, tmp_path, monkeyp
     state = tmp_path / "aa_state.json"
     with pytest.raises(KeyboardInterrupt):
         autoattack_eval(model, x, y, state_path=state, **kwargs)
-    assert json.loads(state.read_text())["seconds"] == 4.0
+    saved = json.loads(state.read_text())
+    assert saved.pop("seconds") == 4.0
+    legacy = tmp_path / "saved_before_the_time_was_kept.json"
+    legacy.write_text(json.dumps(saved))
     assert autoattack_eval(model, x, y, state_path=state, **kwargs).resumed_seconds == 4.0
+    assert autoattack_eval(model, x, y, state_path=legacy, **kwargs).resumed_seconds == 0.0
     assert autoattack_eval(model, x, y, **kwargs).resumed_seconds == 0.0

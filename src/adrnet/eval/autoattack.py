@@ -152,6 +152,7 @@ def _load_state(path: Path | None, fingerprint: str, clean_correct: torch.Tensor
     if state.get("fingerprint") != fingerprint:
         raise ConfigError(f"AutoAttack state file {path} belongs to another evaluation "
                           "(other model weights, inputs, ε, norm or attacks); delete it or choose another path")
+    state.setdefault("seconds", 0.0)  # absent from states saved before the time was kept
     return state
 
 
@@ -175,7 +176,7 @@ def _run_attack(adversary, model, attack, x, y, state, *, batch_size, device, pa
         robust[batch] &= predict(model, x_adv, batch_size).eq(y[batch].cpu())
         attacked[batch] = True
         state["robust"], state["attacked"][attack] = robust.tolist(), attacked.tolist()
-        state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - started
+        state["seconds"] += time.perf_counter() - started
         if start + batch_size >= len(todo):  # saved with the attack's last batch: a resume
             state["accuracy_after"][attack] = float(robust.float().mean())  # must not redo it
         if path is not None:
@@ -208,7 +209,7 @@ def autoattack_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
         adversary = build_autoattack(model, settings, device)
         _limit_targets(adversary, num_outputs(model, x[:1]), list(adversary.attacks_to_run))
         state = _load_state(path, fingerprint, clean_correct)
-        resumed_seconds = state.get("seconds", 0.0)  # absent from states saved before it was kept
+        resumed_seconds = state["seconds"]
         for attack in list(adversary.attacks_to_run):
             _run_attack(adversary, model, attack, x, y, state, batch_size=batch_size,
                         device=device, path=path, progress=progress)
