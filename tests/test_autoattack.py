@@ -34,13 +34,36 @@ def test_custom_apgd_ce(twenty):
     assert result.settings["device"] == "cpu" and result.settings["version"] == "custom"
 
 
-def test_standard_version_runs_all_four(twenty):
+def test_standard_version_runs_all_four_and_counts_exactly_the_verified_breaks(twenty, monkeypatch):
+    """Every adversarial batch the package returns is recorded and checked here, apart
+    from adrnet's bookkeeping: an example is robust exactly when it is clean-correct and
+    no returned image of it (inside the ε-ball and [0, 1]) is misclassified, and each
+    attack's accuracy is the share left robust after it and the attacks before it."""
     model, x, y = twenty
+    real, returned = aa_module._attack_batch, []
+
+    def recording(adversary, attack, xb, yb, device):
+        x_adv = real(adversary, attack, xb, yb, device)
+        returned.append((attack, xb.clone(), x_adv.clone()))
+        return x_adv
+    monkeypatch.setattr(aa_module, "_attack_batch", recording)
     result = autoattack_eval(model, x, y, eps=EPS, version="standard", batch_size=20)
     assert list(result.accuracy_after) == ["apgd-ce", "apgd-t", "fab-t", "square"]
-    after = list(result.accuracy_after.values())
-    assert after == sorted(after, reverse=True)  # each attack only removes robust examples
-    assert result.accuracy == pytest.approx(after[-1])
+    index = {row.numpy().tobytes(): i for i, row in enumerate(x)}
+    with torch.no_grad():
+        robust = model(x).argmax(1) == y
+        assert torch.equal(result.clean_correct, robust)
+        expected_after = {}
+        for attack in result.accuracy_after:  # in the order they ran
+            for _, xb, x_adv in (batch for batch in returned if batch[0] == attack):
+                assert (x_adv - xb).abs().max() <= EPS + 1e-6 and 0 <= x_adv.min() <= x_adv.max() <= 1
+                rows = torch.tensor([index[row.numpy().tobytes()] for row in xb])
+                assert robust[rows].all()  # only examples still robust are attacked
+                robust[rows] &= model(x_adv).argmax(1) == y[rows]
+            expected_after[attack] = robust.float().mean().item()
+    assert torch.equal(result.robust, robust)
+    assert result.accuracy_after == pytest.approx(expected_after)
+    assert result.accuracy < result.clean_correct.float().mean()  # the attacks break some
 
 
 def test_resume_from_state_file(twenty, tmp_path, monkeypatch):

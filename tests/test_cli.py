@@ -3,6 +3,7 @@ subcommands, and one ``error: ...`` line with exit status 2 for every user mista
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,6 +73,36 @@ def test_config_mistakes_print_one_error_line(tmp_path, tiny_toml, capsys, args,
                            capsys=capsys)
     assert code == 2 and err.startswith("error: ") and needle in err
     assert "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+PRESETS = sorted(Path(__file__).resolve().parents[1].glob("configs/*.toml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda path: path.stem)
+def test_an_objective_left_with_no_weighted_term_is_refused(tmp_path, preset, capsys):
+    """Every preset with all its objective's weights set to 0 (``ce_adv=0`` on PGD-AT
+    made the loss the integer 0 and crashed in the loop): one line, exit 2, no run."""
+    from adrnet.config import load_config
+    from adrnet.objectives import OBJECTIVES
+    cfg = load_config(preset)
+    weights = {**OBJECTIVES[cfg.objective.name][0], **cfg.objective.weights}
+    zeros = [f"objective.weights.{name}=0" for name in weights]
+    code, out, err = run_cli("train", "--config", preset, "--out", tmp_path / "x", "--set", *zeros,
+                             capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: objective '{cfg.objective.name}' with these weights has no term")
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_adr_warmup_needs_a_base_term(tmp_path, tiny_toml, capsys):
+    code, _, err = run_cli("train", "--config", tiny_toml, "--out", tmp_path / "x", "--set",
+                           "objective.weights.ce_clean=0", "objective.weights.ce_adv=0",
+                           "objective.adr_warmup_epochs=1", capsys=capsys)
+    assert code == 2 and "'objective.adr_warmup_epochs' ramps the ADR weights from 0" in err
+    code, _, _ = run_cli("train", "--config", tiny_toml, "--out", tmp_path / "y", "--set",
+                         "objective.weights.ce_clean=0", "objective.weights.ce_adv=0",
+                         "train.epochs=1", "--no-progress", capsys=capsys)
+    assert code == 0  # ADR's terms alone are an objective; only the warm-up leaves nothing
 
 
 @pytest.mark.parametrize("content, needle", [

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from _tiny import TinyNet, tiny_batch
 from adrnet.attacks import Linf, pgd
 from adrnet.errors import ConfigError
-from adrnet.objectives import (ADR_TERMS, LOG_LABELS, OBJECTIVES, TERM_NAMES, TERMS, Objective, adr_terms,
+from adrnet.objectives import (ADR_TERMS, LOG_LABELS, OBJECTIVES, TERMS, Objective, adr_terms,
                                make_objective)
 
 
@@ -154,10 +154,18 @@ def test_an_objective_of_one_term_runs_the_passes_its_registry_entry_names(name)
 
 
 @pytest.mark.parametrize("preset", OBJECTIVES)
-def test_every_scalar_a_preset_returns_has_a_log_label(preset):
-    assert set(OBJECTIVES[preset][0]) <= set(TERM_NAMES)
-    out, _ = _loss_and_grads(make_objective(preset))
-    assert set(out) - {"logits_clean", "logits_adv"} <= set(LOG_LABELS)
+def test_a_preset_reports_its_weighted_terms_and_their_weighted_sum(preset):
+    """Each registered preset returns exactly its terms of weight > 0 (each with a log
+    label of its own) and the loss is their weighted sum with the preset's weights."""
+    weights = OBJECTIVES[preset][0]
+    active = {name: w for name, w in weights.items() if w > 0}
+    out, grads = _loss_and_grads(make_objective(preset))
+    scalars = set(out) - {"logits_clean", "logits_adv"}
+    assert scalars == {"loss", *active}
+    assert len({LOG_LABELS[name] for name in scalars}) == len(scalars)
+    expected = sum(float(out[name]) * w for name, w in active.items())
+    assert float(out["loss"].detach()) == pytest.approx(expected, rel=1e-6)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
 def test_a_preset_naming_an_unregistered_term_is_refused():

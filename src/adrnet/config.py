@@ -107,7 +107,9 @@ class TrainConfig:
     batch_size: int = _opt(128, ge=1)
     seed: int = 0
     device: str = "auto"                 # auto (CUDA if present), cpu, cuda
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # fp64: the model and every tensor in float64, for gradient checks and for golden
+    # values that hold on any CPU (fp32 kernels round differently on each machine).
+    precision: Literal["fp32", "bf16", "fp16", "fp64"] = "fp32"
     channels_last: bool = False
     checkpoint_every: int = _opt(0, ge=0)  # steps between resumable checkpoints; 0: epoch ends
     log_every: int = _opt(50, ge=1)      # steps between step records in metrics.jsonl
@@ -273,7 +275,28 @@ def _check_consistency(cfg: Config) -> None:
     _check_registry("model.name", cfg.model.name, "adrnet.models", "MODELS")
     _check_registry("objective.name", cfg.objective.name, "adrnet.objectives", "OBJECTIVES")
     _check_weights(cfg.objective.weights)
+    _check_objective_trains(cfg)
     _check_radius(cfg)
+
+
+def _check_objective_trains(cfg: Config) -> None:
+    """Refuse an objective whose weights leave no term to train on (its loss would be the
+    constant 0), or, with an ADR warm-up, no term while the five ADR weights start at 0."""
+    objectives, terms = _registry("adrnet.objectives", "OBJECTIVES"), _registry("adrnet.objectives", "TERMS")
+    if objectives is None or terms is None:
+        return
+    section = cfg.objective
+    weights = {**objectives[section.name][0], **section.weights}
+    if not any(weight > 0 for weight in weights.values()):
+        raise ConfigError(f"objective '{section.name}' with these weights has no term of weight "
+                          f"> 0, so there is nothing to train: give one of "
+                          f"{', '.join(sorted(weights))} a positive objective.weights value")
+    base = sorted(name for name, weight in weights.items() if weight > 0 and not terms[name].adr)
+    if section.adr_warmup_epochs > 0 and not base:
+        raise ConfigError("config key 'objective.adr_warmup_epochs' ramps the ADR weights from 0, "
+                          f"but objective '{section.name}' has no other term of weight > 0, so "
+                          "the first steps would train on nothing: give a base term (ce_adv, "
+                          "ce_clean, trades_kl...) a positive weight or set adr_warmup_epochs = 0")
 
 
 def _check_radius(cfg: Config) -> None:

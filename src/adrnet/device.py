@@ -9,7 +9,7 @@ loses precision to the forward pass's dtype.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -17,6 +17,25 @@ from adrnet.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def parameter_dtype(precision: str) -> torch.dtype:
+    """The dtype of the weights and inputs: float64 for ``fp64``, else float32 (bf16 and
+    fp16 are autocast, their weights stay fp32)."""
+    return torch.float64 if precision == "fp64" else torch.float32
+
+
+@contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Tensors created inside (a model's initial weights) default to ``dtype``. An fp64
+    model must be initialised in fp64, not cast from fp32: fp32 initialisers round the
+    last bit differently on each CPU, and an fp64 run would inherit that difference."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -51,8 +70,8 @@ def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> tor
 
 
 def autocast_context(device: torch.device, precision: str):
-    """Autocast in bf16/fp16 on ``device``, or nothing for fp32."""
-    if precision == "fp32":
+    """Autocast in bf16/fp16 on ``device``, or nothing for fp32 and fp64."""
+    if precision not in PRECISION_DTYPES:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=PRECISION_DTYPES[precision])
 

@@ -81,6 +81,8 @@ class Objective:
         unknown = set(self.weights) - set(TERM_NAMES)
         if unknown:
             raise ConfigError(f"unknown objective term(s) {sorted(unknown)}; allowed: {', '.join(TERM_NAMES)}")
+        if not any(weight > 0 for weight in self.weights.values()):
+            raise ConfigError(f"an objective needs a term of weight > 0, got weights {self.weights}")
         if self.attack_loss not in ("ce", "kl"):
             raise ConfigError(f"objective attack_loss must be 'ce' or 'kl', got {self.attack_loss!r}")
         if not 0 < self.scale <= 1:

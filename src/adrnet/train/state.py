@@ -22,6 +22,7 @@ from adrnet.attacks import make_threat, pgd
 from adrnet.attacks.pgd import default_step_size
 from adrnet.config import Config
 from adrnet.data import DATASETS, TensorPair, load_splits, random_crop_flip
+from adrnet.device import default_dtype, parameter_dtype
 from adrnet.errors import ConfigError
 from adrnet.models import model_from_config
 from adrnet.objectives import objective_from_config
@@ -90,7 +91,9 @@ def build_run(cfg: Config, run_dir: Path, info) -> Run:
                           "use 'bf16' on CPU")
     train, val = load_data(cfg)
     torch.manual_seed(cfg.train.seed)
-    net = model_from_config(cfg).to(info.device)
+    dtype = parameter_dtype(cfg.train.precision)
+    with default_dtype(dtype):
+        net = model_from_config(cfg).to(info.device, dtype)
     if cfg.train.channels_last and len(dataset_info(cfg).shape) == 3:
         net = net.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, net)
@@ -132,17 +135,16 @@ def validation_step_size(cfg: Config) -> float:
 
 
 def load_data(cfg: Config):
-    """The (train, val) tensor pairs of ``cfg`` (the test split is never used here)."""
+    """The (train, val) tensor pairs of ``cfg`` (the test split is never used here), their
+    inputs in the dtype of ``train.precision``'s weights."""
     splits = load_splits(cfg.data.name, root=cfg.data.root, val_size=cfg.data.val_size,
                          seed=cfg.data.split_seed)
-    train = splits.train
-    if cfg.data.train_subset:
-        n = cfg.data.train_subset
-        train = TensorPair(train.x[:n], train.y[:n])
-    val = splits.val
-    if cfg.eval.val_size:
-        val = TensorPair(val.x[:cfg.eval.val_size], val.y[:cfg.eval.val_size])
-    return train, val
+    dtype = parameter_dtype(cfg.train.precision)
+    train, val = splits.train, splits.val
+    n_train = cfg.data.train_subset or train.x.shape[0]
+    n_val = cfg.eval.val_size or val.x.shape[0]
+    return (TensorPair(train.x[:n_train].to(dtype), train.y[:n_train]),
+            TensorPair(val.x[:n_val].to(dtype), val.y[:n_val]))
 
 
 def augmentation(cfg: Config):
