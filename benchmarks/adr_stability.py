@@ -42,12 +42,13 @@ from adrnet.atomic import write_json_atomic
 from adrnet.attacks import Linf, pgd
 from adrnet.data import DATASETS, load_splits
 from adrnet.models import build_model
-from adrnet.objectives import ADR_TERMS, make_objective, terms
+from adrnet.objectives import adr_term_names, make_objective, terms
 from quality import cpu_name  # benchmarks/quality.py: the CPU model beside absolute times
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 RESULTS = Path(__file__).resolve().parent / "results" / "adr_stability"
 OPTIMISERS = {"sgd": "SGD lr 0.01, momentum 0.9 (paper)", "adam": "Adam lr 1e-3"}
+ADR_TERMS = adr_term_names()  # ADR's five (no plugin is imported here)
 SHORT = {name: terms.TERMS[name].label for name in ADR_TERMS}
 BATCH, PROBE, PROBE_ATTACKED, ATTACK_STEPS = 128, 512, 256, 5
 #: A row stops early once its probe's mean|z| passes this (the trained base sits near

@@ -244,3 +244,23 @@ def tiny_toy_run(tmp_path_factory):
         _torch.set_num_threads(threads)
     return run_dir
 # ====================== end of adrnet.eval section ======================
+
+
+# ======================================================================
+# adrnet.registry: registrations a test (or an example it runs) makes
+# ======================================================================
+@pytest.fixture
+def registries_restored():
+    """Every registry as it was before the test: entries the test added are removed, so a
+    test that registers (or runs a module that does) leaves no name behind for tests that
+    parametrize over the registries."""
+    from adrnet.attacks import ATTACKS, THREATS
+    from adrnet.data import DATASETS
+    from adrnet.models import MODELS
+    from adrnet.objectives import OBJECTIVES, TERMS
+    registries = (ATTACKS, THREATS, DATASETS, MODELS, OBJECTIVES, TERMS)
+    before = [(registry, dict(registry)) for registry in registries]
+    yield
+    for registry, entries in before:
+        for name in set(registry) - set(entries):
+            registry.unregister(name)

@@ -7,7 +7,8 @@ import pytest
 
 from _train_helpers import tiny_config, write_config
 from adrnet.cli import main
-from adrnet.config import config_from_dict
+from adrnet.config import config_diff, config_from_dict
+from adrnet.objectives import objective_from_config
 from adrnet.study import ablation_variants
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -27,11 +28,19 @@ def test_variants_change_only_the_adr_weights(tmp_path):
     assert list(variants) == EXPECTED_RUNS
     weights = {name: {**cfg.objective.weights} for name, cfg in variants.items()}
     assert all(weights["base"][t] == 0 for t in ADR)
-    assert weights["base+H"]["entropy"] == 0.5  # a component keeps the weight full ADR gives it
-    assert weights["full-gc"]["global_compactness"] == 0 and "entropy" in weights["full-gc"]
-    for cfg in variants.values():  # same seed, data, budget and attack everywhere
-        assert (cfg.train, cfg.data, cfg.attack, cfg.optim) == (
-            variants["full"].train, variants["full"].data, variants["full"].attack, variants["full"].optim)
+    # the weights each run trains with (what the objective makes of its config), exactly
+    active = {name: objective_from_config(cfg).active for name, cfg in variants.items()}
+    ce = {"ce_clean": 1.0, "ce_adv": 1.0}
+    full = {**ce, **{t: 1.0 for t in ADR}, "entropy": 0.5}
+    assert active["full"] == full
+    assert active["base"] == ce
+    assert active["base+H"] == {**ce, "entropy": 0.5}  # a component keeps the weight full ADR gives it
+    assert active["base+lc"] == {**ce, "local_compactness": 1.0}
+    assert active["full-gc"] == {k: w for k, w in full.items() if k != "global_compactness"}
+    assert active["full-H"] == {k: w for k, w in full.items() if k != "entropy"}
+    for name, cfg in variants.items():  # same seed, data, model, budget and attack everywhere
+        assert set(config_diff(variants["full"], cfg)) <= {"objective.weights"}, name
+        assert (name == "full") == (config_diff(variants["full"], cfg) == []), name
 
 
 def test_a_config_without_adr_terms_is_refused(tmp_path, capsys):

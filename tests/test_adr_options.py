@@ -7,12 +7,15 @@ import functools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from _tiny import TinyNet, tiny_batch
 from adrnet.attacks import Linf, pgd
 from adrnet.config import load_config
 from adrnet.errors import ConfigError
-from adrnet.objectives import ADR_TERMS, OBJECTIVES, make_objective
+from adrnet.objectives import OBJECTIVES, adr_term_names, adr_terms, make_objective
+
+ADR_TERMS = adr_term_names()
 from adrnet.train.schedules import adr_factor
 
 ATTACK = functools.partial(pgd, threat=Linf(0.1), steps=3, step_size=0.03)
@@ -31,10 +34,26 @@ def _run(objective, seed=0):
 def test_options_off_give_bit_identical_loss_and_gradients():
     plain = make_objective("adr_pgd")
     explicit = make_objective("adr_pgd", latent_norm="none").with_adr_factor(1.0)
-    *_, out_a, grads_a = _run(plain)
+    assert explicit.weights == plain.weights and explicit.latent_norm == "none"
+    model, x, y, out_a, grads_a = _run(plain)
     *_, out_b, grads_b = _run(explicit)
     assert torch.equal(out_a["loss"], out_b["loss"])
     assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+    # and both are the reference maths on the raw (un-normalised) latents, full ADR
+    # weights: CE(clean) + CE(adv) + the five ADR terms, with the same attack, dropout
+    # masks and BatchNorm batch statistics as the objective's passes
+    torch.manual_seed(0)
+    model = TinyNet(batchnorm=True, dropout=0.2).train()
+    torch.manual_seed(1)
+    x_adv = ATTACK(model, x, y)
+    logits, z = model(x, return_latent=True)
+    logits_adv, z_adv = model(x_adv, return_latent=True)
+    expected = (F.cross_entropy(logits, y) + F.cross_entropy(logits_adv, y)
+                + sum(adr_terms(z, logits, z_adv, logits_adv, y).values()))
+    assert torch.allclose(out_a["loss"], expected, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(expected, list(model.parameters()))
+    for got, want in zip(grads_a, grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
 def _naive_compactness(model, x, x_adv, y, how):

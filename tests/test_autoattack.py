@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import adrnet.eval.autoattack as aa_module
+import adrnet.attacks.autoattack as aa_module
 from adrnet.errors import ConfigError
-from adrnet.eval.autoattack import autoattack_eval
+from adrnet.attacks.autoattack import autoattack_eval
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 EPS = 0.08

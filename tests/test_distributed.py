@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from adrnet.attacks import Linf, pgd
 from adrnet.objectives import make_objective
 from adrnet.train import distributed as D
 
@@ -147,14 +148,21 @@ def check_batchnorm_two_pass(info):
     start = torch.cat([p.detach().flatten().clone() for p in ddp.parameters()])
     optimiser = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
     x, y = fixed_batch(torch.float32, seed=info.rank + 1)  # different data per rank
-    seen = []
+    seen, modes = [], []
+
+    def attack(model, xb, yb):  # adrnet's PGD (eval mode inside), handed what the objective gives
+        seen.append(isinstance(model, DistributedDataParallel))
+        return pgd(model, xb, yb, threat=Linf(0.1), steps=2, step_size=0.05, random_start=False)
+
+    objective = make_objective("pgd_at", ce_clean=1.0)  # CE(clean) + CE(adv): two passes
     for _ in range(2):
-        x_adv = sign_attack(D.unwrap(ddp), x, y, record=seen)
-        loss = F.cross_entropy(ddp(x), y) + F.cross_entropy(ddp(x_adv), y)
+        loss = objective(ddp, x, y, attack)["loss"]  # Objective.__call__ on the DDP model
+        modes.append([m.training for m in ddp.modules()])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    norm, training_restored = D.unwrap(ddp).norm, D.unwrap(ddp).training
+    norm = D.unwrap(ddp).norm
+    training_restored = len(seen) == 2 and all(all(step) for step in modes)
     before = torch.cat([norm.running_mean, norm.running_var]).clone()
     D.average_buffers(ddp)
     after = torch.cat([norm.running_mean, norm.running_var]).clone()

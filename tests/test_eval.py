@@ -13,7 +13,7 @@ from adrnet.cli import main
 from adrnet.cli.evaluate import parse_eps, parse_eps_list
 from adrnet.errors import AdrnetError, ConfigError
 from adrnet.eval import EvalOptions, evaluate_run, robust_accuracy, summarize, worst_case
-from adrnet.eval.whitebox import attack_settings, build_attacks, make_attack, parse_attack_names
+from adrnet.attacks import attack_settings, build_attacks, make_attack, parse_attack_names
 from adrnet.eval.divergence import latent_tsne, layer_divergence
 from adrnet.eval.sweep import PAPER_EPS, default_eps_list, eps_sweep
 
@@ -95,8 +95,9 @@ def test_suite_attacks_stay_in_the_ball_and_hurt(tiny_trained_model, norm):
         size = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
         assert (size <= eps + 1e-5).all() and x_adv.min() >= 0 and x_adv.max() <= 1
     result = robust_accuracy(model, x, y, fns)
-    assert result.worst_case_accuracy <= min(result.attack_accuracy.values()) <= result.clean_accuracy
-    assert result.attack_accuracy["pgd-10"] < result.clean_accuracy
+    assert result.clean_accuracy > 0.9
+    for name, accuracy in result.attack_accuracy.items():
+        assert accuracy < result.clean_accuracy, name  # each attack breaks some examples
 
 
 def test_bad_attack_names_and_eps():
@@ -162,8 +163,17 @@ def test_evaluate_run_writes_eval_json(tiny_toy_run):
     assert saved["eps"] == pytest.approx(0.05)  # the run's training ε
     assert set(saved["attack_accuracy"]) == {"fgsm", "pgd-5", "cw-5"}
     assert saved["attack_settings"]["pgd-5"]["steps"] == 5
-    assert saved["worst_case_accuracy"] <= min(saved["attack_accuracy"].values())
     assert [r["eps"] for r in saved["sweeps"]["linf"]] == [0.0, 0.1]
+    at_zero, at_large = saved["sweeps"]["linf"]
+    # the sweep evaluates the same examples as the record: at ε = 0 no attack can change
+    # an input, so every attack (and the worst case) keeps exactly the clean accuracy ...
+    assert at_zero["n"] == at_large["n"] == 200
+    assert at_zero["clean"] == at_large["clean"] == saved["clean_accuracy"]
+    assert all(at_zero[name] == saved["clean_accuracy"] for name in ("fgsm", "pgd-5", "cw-5",
+                                                                     "worst_case"))
+    # ... while at twice the training radius the attacks do break examples
+    assert at_large["worst_case"] < at_large["clean"]
+    assert any(at_large[name] < at_large["clean"] for name in ("fgsm", "pgd-5", "cw-5"))
     assert set(saved["diagnostics"]["divergence"]) == {"fc1", "fc2", "logits"}
     assert record["path"] == str(tiny_toy_run / "eval.json")
 
@@ -223,7 +233,9 @@ def test_cli_eval_other_architecture(tiny_toy_run, tmp_path, capsys):
     meta_path.write_text(json.dumps(meta))
     assert main(["eval", str(run), "--no-progress"]) == 2
     assert "architecture" in capsys.readouterr().err
-    with pytest.raises(AdrnetError):
+    with pytest.raises(AdrnetError, match=r"best\.safetensors holds weights of a different "
+                                          r"architecture than its config describes: shape of "
+                                          r"\S+ is \[16\], the model needs \[32\]"):
         evaluate_run(run, EvalOptions(progress=False))
 
 

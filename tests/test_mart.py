@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from _tiny import TinyNet, tiny_batch
 from _train_helpers import records, tiny_config
 from adrnet.config import config_from_dict
-from adrnet.objectives import ADR_TERMS, OBJECTIVES, make_objective, mart_bce, mart_kl
+from adrnet.objectives import OBJECTIVES, adr_term_names, make_objective, mart_bce, mart_kl
+
+ADR_TERMS = adr_term_names()
 from adrnet.train import train
-from test_objectives import _loss_and_grads
+from test_objectives import _loss_and_grads, _passes
 
 LN3 = math.log(3.0)
 
@@ -90,12 +92,38 @@ def test_presets_attack_with_ce_and_weigh_kl_by_six():
     assert attack == "ce" and set(weights) == {"mart_bce", "mart_kl", *ADR_TERMS}
 
 
+def _hand_mart(logits_clean, logits_adv, y, beta=6.0):
+    """MART's loss written out in float64 from the probabilities (no log-sum-exp):
+    mean_i [−log q_iy − log(1 − max_{k≠y} q_ik)] + β mean_i KL(p_i ‖ q_i) (1 − p_iy)."""
+    p, q = logits_clean.double().softmax(1), logits_adv.double().softmax(1)
+    rows = torch.arange(len(y))
+    q_y, p_y = q[rows, y], p[rows, y]
+    q_wrong = q.clone()
+    q_wrong[rows, y] = -1.0
+    bce = -q_y.log() - (1 - q_wrong.max(1).values).log()
+    kl = (p * (p.log() - q.log())).sum(1)
+    return bce.mean() + beta * (kl * (1 - p_y)).mean()
+
+
 def test_adr_mart_with_zero_adr_weights_equals_mart_exactly():
-    adr = make_objective("adr_mart", **{term: 0.0 for term in ADR_TERMS})
+    zeros = {term: 0.0 for term in ADR_TERMS}
+    adr = make_objective("adr_mart", **zeros)
     out_adr, grads_adr = _loss_and_grads(adr)
     out_ref, grads_ref = _loss_and_grads(make_objective("mart"))
     assert torch.equal(out_adr["loss"], out_ref["loss"])
     assert all(torch.equal(a, b) for a, b in zip(grads_adr, grads_ref))
+    # MART itself, by hand from the two passes the objective ran
+    model, y, (logits, _), (logits_adv, _) = _passes("ce")
+    expected = _hand_mart(logits, logits_adv, y)
+    assert float(out_adr["loss"].detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    grads = torch.autograd.grad(expected.float(), list(model.parameters()))
+    for got, want in zip(grads_adr, grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    # an ADR weight acts linearly on top: entropy at 1e-3 adds 1e-3 · H(q)
+    small, _ = _loss_and_grads(make_objective("adr_mart", **{**zeros, "entropy": 1e-3}))
+    q = logits_adv.detach().double().softmax(1)
+    h = float(-(q * q.log()).sum(1).mean())
+    assert float((small["loss"] - out_adr["loss"]).detach()) == pytest.approx(1e-3 * h, abs=5e-6)
 
 
 def test_objective_loss_is_bce_plus_beta_kl():
@@ -103,8 +131,14 @@ def test_objective_loss_is_bce_plus_beta_kl():
     model = TinyNet(num_classes=2).eval()
     x, y = tiny_batch(n=6, num_classes=2)
     out = make_objective("mart")(model, x, y, lambda m, xb, yb: xb.flip(0))
-    assert torch.allclose(out["loss"], out["mart_bce"] + 6.0 * out["mart_kl"])
-    assert {"logits_clean", "logits_adv"} <= set(out)
+    with torch.no_grad():
+        lc, la = model(x), model(x.flip(0))
+    expected = mart_bce(la, y) + 6.0 * mart_kl(lc, la, y)
+    assert torch.allclose(out["loss"], expected, rtol=1e-5, atol=1e-6)
+    assert float(out["loss"].detach()) == pytest.approx(float(_hand_mart(lc, la, y)), rel=1e-5)
+    assert torch.allclose(out["mart_bce"], mart_bce(la, y), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(out["mart_kl"], mart_kl(lc, la, y), rtol=1e-5, atol=1e-6)
+    assert torch.equal(out["logits_clean"], lc) and torch.equal(out["logits_adv"], la)
 
 
 def test_mart_trains_on_a_two_class_data_set(tmp_path):

@@ -12,8 +12,8 @@ from torch import nn
 from adrnet.attacks import L2, Linf, multi_targeted, pgd
 from adrnet.errors import ConfigError
 from adrnet.eval import robust_accuracy
-from adrnet.eval.whitebox import attack_settings, build_attacks, parse_attack_names
-from adrnet.eval.brendel_bethge import BrendelBethge, distances
+from adrnet.attacks import attack_settings, build_attacks, parse_attack_names
+from adrnet.attacks.brendel_bethge import BrendelBethge, distances
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -58,6 +58,31 @@ def test_two_classes_multi_targeted_is_untargeted_cw_pgd():
     assert torch.equal(multi_targeted(model, x, y, **kwargs), pgd(model, x, y, **kwargs))
 
 
+class ThreeWay(nn.Module):
+    """Logits (0, 10 (x0 − 1/2), 10 (x1 − 1/2)) on x = (x0, x1): linear, so at L∞ radius 0.1
+    an example of class 0 can be broken exactly when x0 > 0.4 (towards class 1) or
+    x1 > 0.4 (towards class 2), and one of class 1 exactly when x0 < 0.6."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 3)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]]))
+            self.linear.bias.copy_(torch.tensor([0.0, -5.0, -5.0]))
+
+    def forward(self, x, return_latent=False):
+        return self.linear(x)
+
+
+#: (x0, x1), label: broken via class 1, broken via class 2, robust, robust, wrong when
+#: clean, robust (class 1). Every margin is ≥ 0.3 logits at the attacks' reach.
+THREE_WAY = ([(0.45, 0.20), (0.20, 0.45), (0.20, 0.20), (0.30, 0.10), (0.70, 0.20), (0.80, 0.10)],
+             [0, 0, 0, 0, 0, 1])
+#: What each flag must be on THREE_WAY, by hand.
+THREE_WAY_CLEAN = [True, True, True, True, False, True]
+THREE_WAY_ROBUST = [False, False, True, True, False, True]
+
+
 def test_mt_in_the_suite_and_worst_case(tiny_trained_model):
     model, x, y = tiny_trained_model
     assert parse_attack_names("pgd,mt,bb") == ["pgd", "mt", "bb"]
@@ -66,7 +91,17 @@ def test_mt_in_the_suite_and_worst_case(tiny_trained_model):
     fns, recorded = build_attacks(["pgd", "mt"], norm="linf", eps=0.1, steps=5)
     assert set(fns) == set(recorded) == {"pgd-5", "mt-5"}
     result = robust_accuracy(model, x, y, fns)
-    assert result.worst_case_accuracy <= result.attack_accuracy["mt-5"] < result.clean_accuracy
+    assert result.attack_accuracy["mt-5"] < result.clean_accuracy
+    # on a model whose breakable examples are known, the counts are exact
+    torch.manual_seed(0)
+    x3, y3 = torch.tensor(THREE_WAY[0]), torch.tensor(THREE_WAY[1])
+    result = robust_accuracy(ThreeWay().eval(), x3, y3, fns, batch_size=4)
+    assert result.correct["clean"].tolist() == THREE_WAY_CLEAN
+    assert result.correct["mt-5"].tolist() == result.correct["pgd-5"].tolist() == THREE_WAY_ROBUST
+    assert result.correct["worst_case"].tolist() == THREE_WAY_ROBUST
+    assert result.clean_accuracy == pytest.approx(5 / 6)
+    assert result.attack_accuracy == {"pgd-5": pytest.approx(3 / 6), "mt-5": pytest.approx(3 / 6)}
+    assert result.worst_case_accuracy == pytest.approx(3 / 6)
 
 
 # ---------- Brendel & Bethge: the protocol around foolbox, with foolbox's part faked ----------
@@ -132,8 +167,21 @@ def test_bb_joins_the_worst_case(tiny_trained_model, fake_foolbox):
     fns, settings = build_attacks(["pgd", "bb"], norm="linf", eps=0.1, steps=5)
     assert settings["bb"]["source"] == "foolbox"
     result = robust_accuracy(model, x, y, fns)
-    flags = result.correct
-    assert torch.equal(flags["worst_case"], flags["clean"] & flags["pgd-5"] & flags["bb"])
+    assert result.attack_accuracy["bb"] < result.clean_accuracy  # B&B's points do break some
+    # on a model whose breakable examples are known: B&B walks (FakeBB: halfway back) from
+    # the PGD start of the clean-correct examples that start breaks, keeps the start where
+    # the walked point is not adversarial, and so breaks exactly the breakable ones, which
+    # the worst case counts
+    fake_foolbox.clear()
+    torch.manual_seed(0)
+    x3, y3 = torch.tensor(THREE_WAY[0]), torch.tensor(THREE_WAY[1])
+    bb = BrendelBethge("linf", 0.1)
+    result = robust_accuracy(ThreeWay().eval(), x3, y3, {"bb": bb})
+    assert [n for _, _, n in fake_foolbox] == [2]  # the 2 breakable of 5 clean-correct
+    assert result.correct["bb"].tolist() == THREE_WAY_ROBUST
+    assert result.correct["worst_case"].tolist() == THREE_WAY_ROBUST
+    assert result.worst_case_accuracy == pytest.approx(3 / 6)
+    assert bb.summary()["started"] == bb.summary()["within_eps"] == 2
 
 
 def test_missing_foolbox_is_a_clear_error(monkeypatch):

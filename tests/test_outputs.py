@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from adrnet.cli import main
-from adrnet.eval.report import write_report
+from adrnet.report import write_report
 from _train_helpers import meta, tiny_config, write_config
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from adrnet.cli import main
 from adrnet.errors import AdrnetError
-from adrnet.eval.report import unique_labels, write_report
+from adrnet.report import unique_labels, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -96,7 +96,7 @@ def test_training_curves_of_an_ablation_keep_their_axes():
     # 12 runs (an ablation's count): one legend entry per (run, accuracy) pair made the
     # legend taller than the figure, and matplotlib then drew collapsed axes with a warning
     import warnings
-    from adrnet.eval.figures import training_curves
+    from adrnet.report.figures import training_curves
     epochs = [{"kind": "epoch", "epoch": e, "loss": 1.0 / e, "acc_clean": 0.5, "acc_adv": 0.4,
                "val_acc_clean": 0.5, "val_acc_robust": 0.3} for e in (1, 2)]
     with warnings.catch_warnings():

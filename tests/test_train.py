@@ -34,8 +34,11 @@ def test_run_directory_layout_and_records(tmp_path):
     epochs = records(run)
     assert [r["epoch"] for r in epochs] == [1, 2, 3]
     for r in epochs:
-        assert 0 <= r["val_acc_robust"] <= r["val_acc_clean"] <= 1
         assert r["val_examples"] == 200 and math.isfinite(r["loss"])
+        for key in ("val_acc_clean", "val_acc_robust"):  # counts out of the 200 examples
+            assert r[key] * 200 == pytest.approx(round(r[key] * 200), abs=1e-9), key
+        # the validation attack breaks examples the model gets right when clean
+        assert r["val_acc_robust"] < r["val_acc_clean"]
     best = max(epochs, key=lambda r: r["val_acc_robust"])
     assert result.best_val_acc_robust == best["val_acc_robust"]
     assert meta(run, "best")["best"]["epoch"] == result.best_epoch == best["epoch"]
@@ -126,16 +129,43 @@ def test_fp16_on_cpu_is_refused_with_advice(tmp_path):
         run_tiny(tmp_path, train={"precision": "fp16", "device": "cpu"})
 
 
-def test_bf16_channels_last_runs_on_images(tmp_path, tiny_mnist):
-    cfg, result = run_tiny(
-        tmp_path, data={"name": "mnist", "root": str(tiny_mnist), "val_size": 40,
-                        "train_subset": 64},
-        model={"name": "smallcnn", "options": {}}, objective={"name": "adr_pgd"},
-        attack={"eps": 0.3, "steps": 2, "step_size": 0.1, "eps_warmup_epochs": 1.0},
-        train={"epochs": 1, "precision": "bf16", "channels_last": True},
-        eval={"val_size": 40, "val_steps": 2})
+def test_bf16_channels_last_runs_on_images(tmp_path, tiny_mnist, monkeypatch):
+    from contextlib import contextmanager
+    from adrnet.train import loop
+    real_autocast, real_to_device = loop.autocast_context, loop.to_device
+    autocast, moved = [], []
+
+    @contextmanager
+    def spy_autocast(device, precision):  # what the passes actually run under
+        with real_autocast(device, precision):
+            enabled = torch.is_autocast_enabled("cpu")
+            autocast.append((precision, enabled, torch.get_autocast_dtype("cpu") if enabled else None))
+            yield
+
+    def spy_to_device(x, device, channels_last):
+        moved.append((x.dim(), channels_last))
+        return real_to_device(x, device, channels_last)
+
+    monkeypatch.setattr(loop, "autocast_context", spy_autocast)
+    monkeypatch.setattr(loop, "to_device", spy_to_device)
+    sections = dict(data={"name": "mnist", "root": str(tiny_mnist), "val_size": 40,
+                          "train_subset": 64},
+                    model={"name": "smallcnn", "options": {}}, objective={"name": "adr_pgd"},
+                    attack={"eps": 0.3, "steps": 2, "step_size": 0.1, "eps_warmup_epochs": 1.0},
+                    eval={"val_size": 40, "val_steps": 2})
+    cfg, result = run_tiny(tmp_path, train={"epochs": 1, "precision": "bf16",
+                                            "channels_last": True}, **sections)
     assert result.epochs_completed == 1 and math.isfinite(result.last_record["loss"])
-    assert 0 <= result.last_record["val_acc_robust"] <= 1
+    # 64 examples in batches of 32: two training steps and one validation batch, each
+    # under bf16 autocast, each image batch moved in channels_last
+    assert autocast == [("bf16", True, torch.bfloat16)] * 3
+    assert moved == [(4, True)] * 3
+    # the same run in fp32 computes other numbers, and close ones
+    autocast.clear()
+    _, fp32 = run_tiny(tmp_path, name="fp32", train={"epochs": 1}, **sections)
+    assert autocast == [("fp32", False, None)] * 3  # nothing autocast
+    bf16_loss, fp32_loss = result.last_record["loss"], fp32.last_record["loss"]
+    assert bf16_loss != fp32_loss and bf16_loss == pytest.approx(fp32_loss, rel=0.05)
     model, _ = load_model(tmp_path / "run", which="last")
     assert same_tensors({k: v for k, v in model.state_dict().items()}, weights(tmp_path / "run"))
 
@@ -181,7 +211,8 @@ def test_lr_warmup_and_eps_warmup_are_linear_per_step():
 
 
 def test_every_registered_term_is_logged_and_an_unregistered_scalar_is_refused():
-    from adrnet.objectives import LOG_LABELS
+    from adrnet.objectives import log_labels
+    LOG_LABELS = log_labels()
     from adrnet.train.metrics import accumulate, postfix, step_record
     numbers = {name: float(index) for index, name in enumerate(LOG_LABELS)}
     numbers.update(correct_clean=3, correct_adv=None, examples=4)

@@ -135,6 +135,13 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class PluginsConfig:
+    # The user's modules that register models, data sets, terms, objectives or attacks,
+    # imported (adrnet.plugins) when this file is read, before its names are checked.
+    modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -144,6 +151,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
 
     @property
     def eval_eps(self) -> float:
@@ -176,23 +184,33 @@ def config_from_dict(raw: dict) -> Config:
 
 
 def config_to_dict(cfg: Config) -> dict:
-    """Nested plain data (lists for tuples, unset options left out), TOML-ready."""
+    """Nested plain data (lists for tuples, unset options and an empty [plugins] left
+    out), TOML-ready."""
     def clean(value):
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items() if v is not None}
         if isinstance(value, (list, tuple)):
             return [clean(v) for v in value]
         return value
-    return clean(dataclasses.asdict(cfg))
+    raw = clean(dataclasses.asdict(cfg))
+    if not raw["plugins"]["modules"]:
+        del raw["plugins"]
+    return raw
 
 
 def load_config(path: str | os.PathLike | None, overrides=()) -> Config:
     """Read a TOML config (or start from the defaults when ``path`` is None) and
     apply overrides ``"section.key=value"`` (value in TOML syntax; bare words are strings).
     The file's own shape is checked first, so its mistakes are blamed on it and not
-    on an override (``--no-progress`` adds one the user never typed)."""
-    raw = _read_toml(Path(path)) if path is not None else {}
-    return config_from_dict(_with_overrides(raw, overrides))
+    on an override (``--no-progress`` adds one the user never typed). The modules the
+    ``[plugins]`` section names are imported first (a checkpoint's record, read with
+    :func:`config_from_dict`, never imports anything)."""
+    raw = _with_overrides(_read_toml(Path(path)) if path is not None else {}, overrides)
+    modules = raw.get("plugins", {}).get("modules", ()) if isinstance(raw.get("plugins"), dict) else ()
+    if modules:
+        from adrnet.plugins import import_plugins
+        import_plugins(modules if isinstance(modules, (list, tuple)) else [modules])
+    return config_from_dict(raw)
 
 
 def apply_overrides(cfg: Config, overrides) -> Config:

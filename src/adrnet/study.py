@@ -26,12 +26,16 @@ from pathlib import Path
 from adrnet.atomic import write_json_atomic, write_text_atomic
 from adrnet.config import Config, apply_overrides, config_to_dict
 from adrnet.errors import ConfigError
-from adrnet.eval.tables import comparison_markdown, csv_text
+from adrnet.report.tables import comparison_markdown, csv_text
 from adrnet.locking import run_lock
-from adrnet.objectives import ADR_TERMS, TERMS, objective_from_config
+from adrnet.objectives import TERMS, adr_term_names, objective_from_config
 
-#: Short names of the five ADR terms (their log labels), used in run names and tables.
-COMPONENTS = {name: TERMS[name].label for name in ADR_TERMS}
+
+def components() -> dict[str, str]:
+    """ADR's terms and their short names (log labels), used in run names and tables;
+    read from the term registry, so a term registered with ``adr=True`` is ablated too."""
+    return {name: TERMS[name].label for name in adr_term_names()}
+
 STATE = "study.json"
 
 
@@ -54,7 +58,8 @@ def ablation_variants(cfg: Config) -> dict[str, Config]:
     0), full ADR (``cfg`` itself), each component alone on the base, and full ADR with
     each component removed. A component keeps the weight ``cfg`` gives it."""
     weights = objective_from_config(cfg).weights
-    present = {name: weights.get(name, 0.0) for name in COMPONENTS}
+    labels = components()
+    present = {name: weights.get(name, 0.0) for name in labels}
     if not any(present.values()):
         raise ConfigError(f"objective '{cfg.objective.name}' has no ADR term to ablate; give a "
                           "config with an ADR objective (adr_pgd, adr_pgd_tf or adr_trades)")
@@ -65,17 +70,18 @@ def ablation_variants(cfg: Config) -> dict[str, Config]:
     variants = {"base": with_weights({n: 0.0 for n in present}), "full": cfg}
     active = [name for name, weight in present.items() if weight]
     for name in active:
-        variants[f"base+{COMPONENTS[name]}"] = with_weights(
+        variants[f"base+{labels[name]}"] = with_weights(
             {n: (present[n] if n == name else 0.0) for n in present})
     for name in active:
-        variants[f"full-{COMPONENTS[name]}"] = with_weights({name: 0.0})
+        variants[f"full-{labels[name]}"] = with_weights({name: 0.0})
     return variants
 
 
 def describe(name: str, cfg: Config) -> str:
     """One line per variant for ``--dry-run``: its objective and non-zero ADR weights."""
     objective = objective_from_config(cfg)
-    weights = ", ".join(f"{COMPONENTS.get(n, n)}={w:g}" for n, w in objective.active.items())
+    labels = components()
+    weights = ", ".join(f"{labels.get(n, n)}={w:g}" for n, w in objective.active.items())
     normalised = any(TERMS[n].reads_latent for n in objective.active)
     extras = ([f"latent_norm={cfg.objective.latent_norm}"]
               if normalised and cfg.objective.latent_norm != "none" else [])

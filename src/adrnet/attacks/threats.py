@@ -28,6 +28,7 @@ from typing import ClassVar
 import torch
 
 from adrnet.errors import ConfigError
+from adrnet.registry import Registry
 
 #: Standard deviation of TRADES' start point x + 0.001·N(0, I) (Zhang et al., 2019).
 TRADES_INIT_STD = 1e-3
@@ -123,16 +124,27 @@ class L2(_Ball):
         return (x + delta.mul_(factor)).clamp_(0.0, 1.0)
 
 
-THREATS = {"linf": Linf, "l2": L2}
+#: Threat models by name: classes built from ε with ``init`` / ``step`` / ``project``
+#: (as :class:`Linf`, :class:`L2`); see :func:`register_threat`.
+THREATS: Registry[type] = Registry("norm")
+
+
+def register_threat(name: str, threat_class: type, *, replace: bool = False) -> type:
+    """Add a threat model: a class taking ``eps`` with the methods of :class:`Linf`
+    (``init``, ``step``, ``project``, ``max_eps``, ``check_dim``)."""
+    return THREATS.register(name, threat_class, replace=replace)
+
+
+register_threat("linf", Linf)
+register_threat("l2", L2)
 
 
 def make_threat(norm: str, eps: float, dim: int | None = None):
     """Threat model by name ("linf" or "l2"); its radius is checked against the ball's
     bound (for inputs of ``dim`` values when given). The one place ε and norm are
-    validated: config, training and every evaluation call this."""
-    if norm not in THREATS:
-        raise ConfigError(f"unknown norm {norm!r}; choose one of {', '.join(THREATS)}")
-    threat = THREATS[norm](eps)
+    validated: the config check and every evaluation build their threat here once and
+    pass the object down."""
+    threat = THREATS.get(norm)(eps)
     threat.check_dim(dim)
     return threat
 

@@ -20,6 +20,7 @@ import sys
 
 from adrnet.device import DEVICES
 from adrnet.errors import AdrnetError, ConfigError
+from adrnet.plugins import import_plugins
 
 
 def positive_int(text: str) -> int:
@@ -67,7 +68,7 @@ def config_overrides(args) -> list[str]:
 
 def add_autoattack_options(p, version_help: str = "AutoAttack version") -> None:
     """--aa-version and --aa-attacks (eval and ablate); read back by :func:`autoattack_attacks`."""
-    from adrnet.eval.autoattack import AA_VERSIONS
+    from adrnet.attacks.autoattack import AA_VERSIONS
     p.add_argument("--aa-version", default="standard", choices=AA_VERSIONS, help=version_help)
     p.add_argument("--aa-attacks", help="AutoAttack attacks for --aa-version custom, e.g. apgd-ce,square")
 
@@ -89,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in (train, ablate, data, evaluate, report):
         command.add_parser(subparsers)
+    for subparser in subparsers.choices.values():
+        subparser.add_argument(
+            "--import", dest="plugins", metavar="MODULE", action="append", default=[],
+            help="import this module of yours first (repeatable): it registers models, data "
+                 "sets, loss terms, objectives or attacks (adrnet.register_*) that the config "
+                 "or the options then name; ./MODULE.py is found as with python -m")
     return parser
 
 
@@ -97,6 +104,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        import_plugins(args.plugins)
         return int(args.func(args) or 0)
     except TrainingInterrupted as exc:
         print(str(exc), file=sys.stderr)

@@ -2,7 +2,7 @@
 
 The runs (base, full ADR, each component alone and removed) come from
 :func:`adrnet.study.ablation_variants`; training, evaluation and the tables are
-:mod:`adrnet.study`'s, the HTML page :func:`adrnet.eval.report.write_report`'s.
+:mod:`adrnet.study`'s, the HTML page :func:`adrnet.report.write_report`'s.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def add_parser(subparsers) -> None:
 
 def cmd_ablate(args) -> int:
     from adrnet.config import load_config
-    from adrnet.eval.report import write_report
+    from adrnet.report import write_report
     from adrnet.study import EvalPlan, ablation_variants, describe, run_study, write_tables
     if not args.config:
         raise ConfigError("give --config TOML: the ADR config to ablate (e.g. configs/mnist_quick_adr.toml)")

@@ -3,8 +3,11 @@
 Why the ε parsing is here: the command line accepts radii as text (``0.3``,
 ``8/255``, ``paper`` for the paper's sweep list); the library takes floats (and
 ``sweep="paper"``, which needs the run's data set), so reading that text is the
-command line's job. Attacks: FGSM, PGD-k, CW (PGD on the CW margin), multi-targeted
-PGD, Brendel & Bethge (foolbox), AutoAttack; threat models L∞ and L2.
+command line's job. Attacks: those of ``adrnet.attacks.ATTACKS`` (FGSM, PGD-k, CW (PGD
+on the CW margin), multi-targeted PGD, Brendel & Bethge (foolbox), AutoAttack, and any a
+user's module registers); threat models L∞ and L2. ``--attacks`` is checked against
+the registry when the command runs, not by argparse, so an attack registered by an
+``--import``-ed module is accepted.
 """
 
 from __future__ import annotations
@@ -34,8 +37,7 @@ def add_parser(subparsers) -> None:
                               description="Attack a trained model and write eval.json.",
                               epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="RUN_DIR_or_CHECKPOINT")
-    p.add_argument("--attacks", default="fgsm,pgd", help="comma-separated: fgsm,pgd,cw,mt (multi-targeted PGD),bb (Brendel & Bethge, "
-                        "needs adrnet[bb]),autoattack (default fgsm,pgd)")
+    p.add_argument("--attacks", default="fgsm,pgd", help=attacks_help())
     p.add_argument("--eps", help="radius, e.g. 0.3 or 8/255 (default: the run's eval.eps, else its training eps)")
     p.add_argument("--norm", choices=tuple(THREATS), help="threat model (default: the run's)")
     p.add_argument("--n", type=int, help="first N examples of the split (default: all; 1000 with autoattack or bb)")
@@ -60,10 +62,18 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+def attacks_help() -> str:
+    """The ``--attacks`` help: every attack registered when the parser is built."""
+    from adrnet.attacks import ATTACKS
+    listed = "; ".join(f"{name}: {spec.description}" if spec.description else name
+                       for name, spec in ATTACKS.items())
+    return ("comma-separated attack names (default fgsm,pgd): " + listed).replace("%", "%%")
+
+
 def options_from_args(args):
     """:class:`EvalOptions` from parsed ``adrnet eval`` arguments."""
+    from adrnet.attacks import parse_attack_names
     from adrnet.eval.evaluate import EvalOptions
-    from adrnet.eval.whitebox import parse_attack_names
     sweep = None
     if args.sweep:  # "paper" needs the data set: resolved from the config in evaluate_run
         sweep = "paper" if _is_paper(args.sweep) else tuple(parse_eps_list(args.sweep))
@@ -80,7 +90,7 @@ def options_from_args(args):
 
 def cmd_eval(args) -> int:
     from adrnet.eval.evaluate import evaluate_run
-    from adrnet.eval.tables import format_eval
+    from adrnet.report import format_eval
     record = evaluate_run(args.target, options_from_args(args))
     print(format_eval(record))
     for note in record["notes"]:

@@ -1,5 +1,5 @@
 """``adrnet report``: one HTML page (and its Markdown twin) comparing evaluated runs,
-written by :func:`adrnet.eval.report.write_report`."""
+written by :func:`adrnet.report.write_report`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
 
 
 def cmd_report(args) -> int:
-    from adrnet.eval.report import write_report
+    from adrnet.report import write_report
     html_path, md_path = write_report(args.runs, args.out, title=args.title)
     print(f"report: {html_path}\nmarkdown: {md_path}")
     return 0

@@ -11,10 +11,10 @@ from adrnet.data.batches import iterate_batches, random_crop_flip
 from adrnet.data.fetch import fetch_mnist
 from adrnet.data.info import DATASETS, DatasetInfo, Splits, TensorPair
 from adrnet.data.paths import default_cache_dir, default_roots
-from adrnet.data.splits import DEFAULT_VAL_SIZE, load_splits
+from adrnet.data.splits import default_val_size, load_splits, register_dataset
 
 __all__ = [
-    "DATASETS", "DEFAULT_VAL_SIZE", "DatasetInfo", "Splits", "TensorPair",
-    "default_cache_dir", "default_roots", "fetch_mnist", "iterate_batches",
-    "load_splits", "random_crop_flip",
+    "DATASETS", "DatasetInfo", "Splits", "TensorPair", "default_cache_dir", "default_roots",
+    "default_val_size", "fetch_mnist", "iterate_batches", "load_splits", "random_crop_flip",
+    "register_dataset",
 ]

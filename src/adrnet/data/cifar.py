@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adrnet.data.info import DATASETS, RawSplits, check_labels
+from adrnet.data.info import BUILT_IN, RawSplits, check_labels
 from adrnet.data.paths import search_roots
 from adrnet.data.safe_pickle import safe_load
 from adrnet.errors import DataError
@@ -62,7 +62,7 @@ def find_cifar10(root) -> RawSplits:
     for base in roots:
         for folder in (base / FOLDER, base):
             if (folder / "data_batch_1").is_file():
-                return read_cifar_folder(folder, DATASETS["cifar10"].how_to_get(base))
+                return read_cifar_folder(folder, BUILT_IN["cifar10"].how_to_get(base))
     tried = ", ".join(str(base / FOLDER) for base in roots)
     where = roots[0] if root is not None else "./data"
-    raise DataError(f"CIFAR-10 not found (looked in {tried}); {DATASETS['cifar10'].how_to_get(where)}")
+    raise DataError(f"CIFAR-10 not found (looked in {tried}); {BUILT_IN['cifar10'].how_to_get(where)}")

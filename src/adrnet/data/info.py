@@ -6,7 +6,7 @@ guarantees the same k/255 values whatever file a data set came from.
 
 Why a registry of plain frozen records: models, configs and the CLI need a data
 set's shape, class count and normalisation before (or without) reading any file,
-and tests parametrise over ``DATASETS``. Inputs are always float32 in [0, 1]
+and tests parametrise over ``DATASETS`` (a registry a user's data set joins). Inputs are always float32 in [0, 1]
 (NCHW for images, [N, 2] for the toy sets); ``mean``/``std`` are what the
 model's first layer uses to normalise, never applied to the data itself.
 
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from adrnet.errors import DataError
+from adrnet.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,9 @@ CIFAR_HOW = (
     "and extract it into {root} (giving {root}/cifar-10-batches-py)"
 )
 
-DATASETS: dict[str, DatasetInfo] = {
+#: The data sets adrnet ships, before their loaders are attached (data/splits.py
+#: registers each in :data:`DATASETS`); the file readers take their help texts from here.
+BUILT_IN: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo("mnist", (1, 28, 28), 10, (0.0,), (1.0,), False, MNIST_HOW),
     "fashion_mnist": DatasetInfo("fashion_mnist", (1, 28, 28), 10, (0.0,), (1.0,), False,
                                  FASHION_HOW),
@@ -125,3 +128,8 @@ DATASETS: dict[str, DatasetInfo] = {
     "circles": DatasetInfo("circles", num_classes=2, **_TOY),
     "blobs": DatasetInfo("blobs", num_classes=3, **_TOY),
 }
+
+#: Every data set by name: its :class:`DatasetInfo`, with the metadata ``load(root,
+#: val_size, seed) -> Splits`` and ``val_size`` (the default validation size). Add one
+#: with :func:`adrnet.data.register_dataset`.
+DATASETS: Registry[DatasetInfo] = Registry("data set")

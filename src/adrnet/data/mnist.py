@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from adrnet.data.idx import read_idx
-from adrnet.data.info import DATASETS, RawSplits, check_labels
+from adrnet.data.info import BUILT_IN, RawSplits, check_labels
 from adrnet.data.paths import DEBIAN_FASHION_DIR, first_existing, search_roots
 from adrnet.data.safe_pickle import safe_load
 from adrnet.errors import DataError
 
-MNIST_HELP = DATASETS["mnist"].how_to_get()
-FASHION_HELP = DATASETS["fashion_mnist"].how_to_get()
+MNIST_HELP = BUILT_IN["mnist"].how_to_get()
+FASHION_HELP = BUILT_IN["fashion_mnist"].how_to_get()
 #: No file of MNIST or Fashion-MNIST holds more than its 60 000 + 10 000 images of
 #: 28x28 pixels; the pickle holds them as float32 (784 x 4 bytes) with int64 labels,
 #: about 220 MB, plus the pickle's own framing (far below 1 MiB).

@@ -9,6 +9,9 @@ and the reported robust accuracy is the per-example worst case over every
 attack run. When AutoAttack or B&B is among the attacks and no ``n`` is given, all
 attacks use the first ``eval.autoattack_n`` images (1000 in the paper), so the
 worst case is taken over one common set of examples.
+Attacks are chosen by name from ``adrnet.attacks.ATTACKS`` and run by one loop over
+their specs (no attack is special-cased here), so one a user registers runs like the
+built-ins.
 Threat model: L∞ or L2 ball of radius ε (defaults: the run's training threat).
 """
 
@@ -19,16 +22,15 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
 from adrnet.atomic import output_file, read_small_file, write_json_atomic
-from adrnet.attacks import make_threat
+from adrnet.attacks import ATTACKS, make_threat, parse_attack_names
 from adrnet.data import DATASETS
 from adrnet.device import resolve_device
 from adrnet.errors import ConfigError, OutputError
-from adrnet.eval.whitebox import attack_settings, build_attacks, make_attack, parse_attack_names
-from adrnet.eval.autoattack import autoattack_eval
 from adrnet.eval.robust import robust_accuracy
 from adrnet.locking import file_lock
 from adrnet.runs import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint
@@ -58,9 +60,15 @@ class EvalOptions:
     autoattack_version: str = "standard"
     autoattack_attacks: tuple[str, ...] | None = None
     autoattack_state: str | None = None
+    #: options of single attacks by name, e.g. {"bb": {"walk_steps": 50}} (over the
+    #: autoattack_* fields above, which are the autoattack attack's)
+    attack_options: Mapping[str, Mapping[str, Any]] | None = None
     seed: int = 0
     progress: bool = True
     out: str | None = None
+    #: the threat object (norm, ε) built and checked once by resolve_options; below it,
+    #: nothing builds or checks ε again
+    threat: Any = None
 
 
 def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
@@ -71,10 +79,10 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
         raise ConfigError(f"give --eps for --norm {norm}: the run was trained under "
                           f"{cfg.attack.threat} eps={cfg.attack.eps}, which is no {norm} radius")
     eps = cfg.eval_eps if options.eps is None else float(options.eps)
-    dim = DATASETS[cfg.data.name].input_values
-    make_threat(norm, eps, dim)
+    dim = DATASETS.get(cfg.data.name).input_values
+    threat = make_threat(norm, eps, dim)
     n = options.n
-    if n is None and {"autoattack", "bb"} & set(attacks) and cfg.eval.autoattack_n:
+    if n is None and any(ATTACKS.get(a).expensive for a in attacks) and cfg.eval.autoattack_n:
         n = cfg.eval.autoattack_n
     if n is not None and n <= 0:
         raise ConfigError(f"--n must be a positive number of examples, got {n}")
@@ -92,7 +100,8 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
     # the config's step size belongs to its own (steps, ε); with either overridden: 2.5·ε/steps
     step_size = options.step_size if options.step_size is not None else (
         cfg.eval.test_step_size if options.eps is None and options.steps is None else None)
-    return replace(options, attacks=attacks, norm=norm, eps=eps, n=n, steps=steps, sweep=sweep,
+    return replace(options, attacks=attacks, norm=norm, eps=eps, threat=threat, n=n, steps=steps,
+                   sweep=sweep,
                    step_size=step_size, restarts=options.restarts or cfg.eval.test_restarts,
                    batch_size=options.batch_size or cfg.eval.batch_size,
                    device=str(resolve_device(options.device)))
@@ -118,36 +127,85 @@ def load_eval_data(cfg, split: str, n: int | None, data_root: str | None):
     return (x, y) if n is None else (x[:n], y[:n])
 
 
+def attack_options(opts: EvalOptions) -> dict[str, dict]:
+    """The options of each chosen attack (by name): the settings attacks may share
+    (``steps``, ``step_size``, ``restarts``, ``seed``) where its defaults name them, the
+    ``autoattack_*`` fields (the --aa-* flags) where they are its options, then its own
+    entry of ``attack_options``, where an option it does not take is refused."""
+    shared = {"steps": opts.steps, "step_size": opts.step_size, "restarts": opts.restarts,
+              "seed": opts.seed}
+    flags = {"autoattack": {"version": opts.autoattack_version, "attacks": opts.autoattack_attacks,
+                            "state_path": opts.autoattack_state}}
+    own = dict(opts.attack_options or {})
+    for name in own:
+        ATTACKS.get(name)  # a misspelt name is refused, not ignored
+    chosen = {}
+    for name in opts.attacks:
+        spec = ATTACKS.get(name)
+        chosen[name] = spec.options(**{**spec.pick(shared), **spec.pick(flags.get(name, {})),
+                                       **own.get(name, {})})
+    return chosen
+
+
 def run_attacks(model, x, y, opts: EvalOptions) -> tuple:
-    """(EvalResult, extra record entries: the AutoAttack and B&B summaries) for the chosen attacks."""
-    fns, settings = build_attacks(list(opts.attacks), norm=opts.norm, eps=opts.eps,
-                                  steps=opts.steps, restarts=opts.restarts,
-                                  step_size=opts.step_size)
+    """(EvalResult, extra record entries: the attacks' summaries by label) for the chosen
+    attacks. Every attack is built first (a bad setting or a missing package stops the
+    evaluation before any attack runs); those that evaluate the whole set themselves
+    (``spec.evaluate``) run next, then the others batch by batch on the clean-correct
+    examples, and the worst case is taken over all of them."""
+    threat = opts.threat
+    options = attack_options(opts)
+    fns, settings, whole_set = {}, {}, []
+    for name in opts.attacks:
+        spec = ATTACKS.get(name)
+        if spec.whole_set:
+            whole_set.append((name, spec))
+            continue
+        label = spec.label(options[name])
+        fns[label] = spec.build(threat, **options[name])
+        settings[label] = spec.settings(threat, options[name])
     extra, summaries = {}, {}
-    if "autoattack" in opts.attacks:
-        aa = autoattack_eval(model, x, y, norm=opts.norm, eps=opts.eps,
-                             version=opts.autoattack_version,
-                             attacks=list(opts.autoattack_attacks) if opts.autoattack_attacks else None,
-                             device=opts.device, seed=opts.seed, batch_size=opts.batch_size,
-                             state_path=opts.autoattack_state, progress=opts.progress)
-        extra["autoattack"] = aa.robust
-        settings["autoattack"] = aa.settings
-        summaries["autoattack"] = {"accuracy_after": aa.accuracy_after, "warnings": aa.warnings,
-                                   "resumed_seconds": round(aa.resumed_seconds, 1)}
+    for name, spec in whole_set:
+        label = spec.label(options[name])
+        run = spec.evaluate(model, x, y, threat, device=opts.device, batch_size=opts.batch_size,
+                            progress=opts.progress, **options[name])
+        extra[label], settings[label] = run.correct, run.settings
+        if run.summary is not None:
+            summaries[label] = run.summary
     result = robust_accuracy(model, x, y, fns, batch_size=opts.batch_size, settings=settings,
                              extra_correct=extra, progress=opts.progress)
-    if "bb" in fns:
-        summaries["bb"] = fns["bb"].summary()
+    for label, fn in fns.items():
+        if callable(getattr(fn, "summary", None)):  # e.g. B&B's distances
+            summaries[label] = fn.summary()
     return result, summaries
+
+
+def evaluate_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                   attacks=("fgsm", "pgd"), eps: float, norm: str = "linf", steps: int = 20,
+                   step_size: float | None = None, restarts: int = 1, batch_size: int = 256,
+                   device: str = "cpu", seed: int = 0, progress: bool = False,
+                   attack_options: Mapping[str, Mapping[str, Any]] | None = None):
+    """Evaluate any model on tensors (inputs in [0, 1]): the attacks of ``adrnet eval``
+    (any registered name) and the per-example worst case over them, with no run
+    directory and no file written. Returns an :class:`~adrnet.eval.robust.EvalResult`
+    (``.to_dict()`` has eval.json's accuracy fields)."""
+    opts = EvalOptions(attacks=tuple(parse_attack_names(list(attacks))), eps=float(eps),
+                       norm=norm, steps=steps, step_size=step_size, restarts=restarts,
+                       batch_size=batch_size, device=str(resolve_device(device)), seed=seed,
+                       progress=progress, attack_options=attack_options, diagnostics=False)
+    opts = replace(opts, threat=make_threat(norm, eps, x[0].numel()))
+    torch.manual_seed(seed)
+    return run_attacks(model.to(opts.device), x, y, opts)[0]
 
 
 def run_diagnostics(model, x, y, opts: EvalOptions) -> dict:
     """Layer divergence and latent t-SNE on the first ``diagnostics_n`` examples."""
     from adrnet.eval.divergence import latent_tsne, layer_divergence
     xs, ys = x[:opts.diagnostics_n], y[:opts.diagnostics_n]
-    s = attack_settings("pgd", norm=opts.norm, eps=opts.eps, steps=min(opts.steps, 20))
-    x_adv = make_attack(s)(model, xs.to(opts.device), ys.to(opts.device)).cpu()
-    out = {"n": len(ys), "attack": s.to_dict()}
+    pgd, threat = ATTACKS.get("pgd"), opts.threat
+    options = pgd.options(steps=min(opts.steps, 20))
+    x_adv = pgd.build(threat, **options)(model, xs.to(opts.device), ys.to(opts.device)).cpu()
+    out = {"n": len(ys), "attack": pgd.settings(threat, options)}
     if hasattr(model, "forward_stages"):
         out["divergence"] = layer_divergence(model, xs, x_adv, opts.batch_size)
     if len(ys) < 2:  # t-SNE needs perplexity < points, and the smallest perplexity is 2
@@ -214,6 +272,10 @@ def evaluate_run(target: str | Path, options: EvalOptions = EvalOptions()) -> di
     target = Path(target)
     loaded = load_checkpoint(target, map_location="cpu", which=options.which)
     cfg = loaded.cfg
+    if "splits" in loaded.objects:
+        raise ConfigError(f"{target} was trained on data passed to train() as tensors, which its "
+                          "config cannot load; evaluate it from Python: "
+                          "adrnet.eval.evaluate_model(model, x, y, ...)")
     opts = resolve_options(options, cfg)
     model = loaded.model.to(opts.device).eval()
     stem, out_path = locate(target, opts.which, opts.out)
@@ -232,8 +294,8 @@ def evaluate_run(target: str | Path, options: EvalOptions = EvalOptions()) -> di
         record.update(summaries)
         sweeps, notes = kept_sweeps(previous, record)
         record.update(extra_analyses(model, x, y, opts, sweeps))
-        # a resumed AutoAttack adds the time its earlier calls spent on the batches they saved
-        earlier = record.get("autoattack", {}).get("resumed_seconds", 0.0)
+        # a resumed attack (AutoAttack) adds the time its earlier calls spent on the batches they saved
+        earlier = sum(s.get("resumed_seconds", 0.0) for s in summaries.values() if isinstance(s, dict))
         record["seconds"] = round(time.time() - started + earlier, 1)
         write_json_atomic(out_path, record)
     return {**record, "path": str(out_path), "notes": notes}
@@ -247,7 +309,7 @@ def extra_analyses(model, x, y, opts: EvalOptions, sweeps: dict) -> dict:
     rows, extra = None, {}
     if opts.sweep:
         rows = eps_sweep(model, x, y, norm=opts.norm, eps_list=opts.sweep,
-                         attacks=[a for a in opts.attacks if a != "autoattack"] or ["pgd"],
+                         attacks=[a for a in opts.attacks if not ATTACKS.get(a).whole_set] or ["pgd"],
                          steps=opts.steps, restarts=opts.restarts, batch_size=opts.batch_size,
                          progress=opts.progress)
     extra["sweeps"] = {**sweeps, opts.norm: rows} if rows is not None else sweeps

@@ -9,7 +9,6 @@ under every attack, so adding an attack can only lower the reported number.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -17,7 +16,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from adrnet.attacks import attack_mode
+# the batched eval-mode predictions live with the attacks (AutoAttack's adapter needs them)
+from adrnet.attacks.inference import eval_batches, model_device, num_outputs, predict
+
+__all__ = ["Attack", "EvalResult", "attack_correct", "eval_batches", "model_device",
+           "num_outputs", "predict", "robust_accuracy", "summarize", "worst_case"]
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -42,33 +45,6 @@ class EvalResult:
             "worst_case_accuracy": self.worst_case_accuracy,
             "attack_settings": dict(self.attack_settings),
         }
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for none)."""
-    first = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return torch.device("cpu") if first is None else first.device
-
-
-@torch.no_grad()
-def num_outputs(model: nn.Module, x: torch.Tensor) -> int:
-    """Number of logits (classes) the model gives for ``x`` (eval mode, modes restored)."""
-    with attack_mode(model):
-        return int(model(x.to(model_device(model))).shape[1])
-
-
-@torch.no_grad()
-def eval_batches(model: nn.Module, x: torch.Tensor, fn, batch_size: int = 256) -> list[torch.Tensor]:
-    """``fn(model, batch)`` on CPU for each batch of ``x``, in eval mode (modes restored)."""
-    device = model_device(model)
-    with attack_mode(model):
-        return [fn(model, x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
-
-
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Predicted labels in eval mode (every submodule's mode is restored), on CPU."""
-    parts = eval_batches(model, x, lambda m, xb: m(xb).argmax(1), batch_size)
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
 
 def attack_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,

@@ -19,15 +19,13 @@ Threat model: the L∞ or L2 ball of the evaluation.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from adrnet.attacks import attack_mode
+from adrnet.attacks import ATTACKS, attack_mode, make_threat
 from adrnet.attacks.threats import per_example_norm
-from adrnet.eval.whitebox import attack_settings, make_attack
-from adrnet.eval.autoattack import autoattack_eval
 from adrnet.eval.robust import (attack_correct, model_device, num_outputs, predict,
                                worst_case)
 
@@ -94,8 +92,7 @@ def check_determinism(model: nn.Module, x: torch.Tensor, rtol: float = 1e-5) -> 
 def check_large_eps(model, x, y, clean, *, norm, steps, num_classes, batch_size) -> Check:
     big = 1.0 if norm == "linf" else math.sqrt(x[0].numel())
     # CW margin, not CE: a confident model's softmax can underflow to a zero CE gradient
-    s = attack_settings("cw", norm=norm, eps=big, steps=steps)
-    attack = make_attack(replace(s, random_start=False))
+    attack = ATTACKS.get("cw").make(make_threat(norm, big), steps=steps, random_start=False)
     acc = _acc(attack_correct(model, x, y, attack, attack_only=clean, batch_size=batch_size))
     chance = 1.0 / num_classes
     passed = acc <= chance + 1e-9
@@ -137,15 +134,17 @@ def _run_checks(model, x, y, *, norm, eps, steps, num_classes, batch_size, squar
     tol = max(0.01, 2.0 / len(x)) if tolerance is None else tolerance
     num_classes = num_classes or num_outputs(model, x[:1])
     clean = predict(model, x, batch_size).eq(y.cpu())
-    def run(settings):  # same seed for every run: same first random start, less noise
+    pgd, threat = ATTACKS.get("pgd"), make_threat(norm, eps)
+    def run(**options):  # same seed for every run: same first random start, less noise
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return attack_correct(model, x, y, make_attack(settings), attack_only=clean,
+            return attack_correct(model, x, y, pgd.make(threat, **options), attack_only=clean,
                                   batch_size=batch_size)
-    base_settings = attack_settings("pgd", norm=norm, eps=eps, steps=steps)
-    base = run(base_settings)
-    longer = run(replace(base_settings, steps=5 * steps))  # same step size, 5x as far
-    restarts = run(replace(base_settings, restarts=5))
+    base = run(steps=steps)
+    # same step size, 5x as far (at eps = 0 the step is 0, which an explicit step size refuses)
+    step = pgd.settings(threat, pgd.options(steps=steps))["step_size"]
+    longer = run(steps=5 * steps, step_size=step if step > 0 else None)
+    restarts = run(steps=steps, restarts=5)
     whitebox = _acc(worst_case(clean, {"a": base, "b": longer, "c": restarts}))
     noise = attack_correct(model, x, y, random_noise_attack(norm, eps, noise_draws),
                            attack_only=clean, batch_size=batch_size)
@@ -157,9 +156,10 @@ def _run_checks(model, x, y, *, norm, eps, steps, num_classes, batch_size, squar
                            f"PGD-{steps}", tol),
               check_determinism(model, x[:batch_size])]
     if square:
-        sq = autoattack_eval(model, x, y, norm=norm, eps=eps, version="custom", attacks=["square"],
-                             device=model_device(model), seed=seed, batch_size=batch_size,
-                             square_queries=square_queries)
+        aa = ATTACKS.get("autoattack")
+        sq = aa.evaluate(model, x, y, threat, device=model_device(model), batch_size=batch_size,
+                         progress=False, **aa.options(version="custom", attacks=["square"], seed=seed,
+                                                      square_queries=square_queries))
         checks.append(_not_beating("square_vs_whitebox", f"Square ({square_queries} queries)",
-                                   sq.accuracy, whitebox, "strongest PGD", tol))
+                                   _acc(sq.correct), whitebox, "strongest PGD", tol))
     return SanityReport({c.name: c for c in checks})

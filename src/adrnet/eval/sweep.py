@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from adrnet.eval.whitebox import build_attacks
+from adrnet.attacks import build_attacks
 from adrnet.eval.robust import robust_accuracy
 
 _MNIST_LINF = [0.1, 0.2, 0.25, 0.3, 0.325, 0.35, 0.375, 0.4, 0.425, 0.45, 0.475, 0.5]
@@ -40,7 +40,10 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
               restarts: int = 1, batch_size: int = 256, progress: bool = False) -> list[dict]:
     """One row per ε: ``{"eps", "clean", <attack label>..., "worst_case", "n"}``.
 
-    The step size follows ε (2.5·ε/steps) so every point gets an equally strong attack.
+    ``attacks`` are names in ``adrnet.attacks.ATTACKS`` (those that evaluate the whole
+    set themselves, such as autoattack, are left out); ``steps`` and ``restarts`` go to
+    the attacks that take them. The step size follows ε (2.5·ε/steps) so every point
+    gets an equally strong attack.
     """
     rows = []
     for eps in tqdm(list(eps_list), desc=f"eps sweep ({norm})", disable=not progress):

@@ -21,15 +21,31 @@ from adrnet.models.mlp import build_mlp
 from adrnet.models.resnet import build_preact_resnet18, build_resnet18
 from adrnet.models.smallcnn import build_smallcnn
 from adrnet.models.wideresnet import build_wrn, build_wrn34_10
+from adrnet.registry import Registry
 
-MODELS: dict[str, Callable[..., Classifier]] = {
-    "smallcnn": build_smallcnn,
-    "resnet18": build_resnet18,
-    "preact_resnet18": build_preact_resnet18,
-    "wrn": build_wrn,
-    "wrn34_10": build_wrn34_10,
-    "mlp": build_mlp,
-}
+#: Model builders by name: ``builder(*, num_classes, in_shape, mean, std, latent,
+#: **options) -> Classifier``; its extra keyword arguments (with defaults) are the
+#: model's ``[model.options]``.
+MODELS: Registry[Callable[..., Classifier]] = Registry("model")
+
+
+def register_model(name: str, builder: Callable[..., Classifier] | None = None, *,
+                   replace: bool = False):
+    """Add a model (also usable as a decorator, ``@register_model("mine")``).
+
+    ``builder(*, num_classes, in_shape, mean, std, latent, **options)`` returns a
+    :class:`Classifier`; any ``nn.Module`` fits into one by its stages, e.g.
+    ``Classifier({"features": backbone, "logits": head}, in_shape=in_shape, mean=mean,
+    std=std, latent="features")`` (the latent stage's flattened output is ADR's z).
+    A config then names it as ``model.name``; a checkpoint stores only its name, so
+    loading one needs the same registration (nothing is unpickled)."""
+    return MODELS.register(name, builder, replace=replace)
+
+
+for _name, _builder_fn in (("smallcnn", build_smallcnn), ("resnet18", build_resnet18),
+                           ("preact_resnet18", build_preact_resnet18), ("wrn", build_wrn),
+                           ("wrn34_10", build_wrn34_10), ("mlp", build_mlp)):
+    register_model(_name, _builder_fn)
 
 _COMMON = ("num_classes", "in_shape", "mean", "std", "latent")
 
@@ -67,11 +83,12 @@ def build_model(name: str, *, num_classes: int, in_shape: Sequence[int],
     return model
 
 
-def model_from_config(cfg) -> Classifier:
-    """The model a run config describes, for its data set (fresh initialisation from the
-    current torch RNG): what training builds and what a checkpoint is loaded into."""
+def model_from_config(cfg, info=None) -> Classifier:
+    """The model a run config describes, for its data set (``info``, a DatasetInfo; default:
+    the registry's for ``data.name``), freshly initialised from the current torch RNG: what
+    training builds and what a checkpoint is loaded into."""
     from adrnet.data import DATASETS
-    info = DATASETS[cfg.data.name]
+    info = DATASETS.get(cfg.data.name) if info is None else info
     return build_model(cfg.model.name, num_classes=info.num_classes, in_shape=info.shape,
                        mean=info.mean, std=info.std, latent=cfg.model.latent,
                        **cfg.model.options)
@@ -88,9 +105,7 @@ def _floats(values) -> list[float]:
 
 
 def _builder(name: str) -> Callable[..., Classifier]:
-    if not isinstance(name, str) or name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name]
+    return MODELS.get(name)
 
 
 def _check_in_shape(in_shape: Sequence[int]) -> tuple[int, ...]:
@@ -109,4 +124,5 @@ def _check_in_shape(in_shape: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
-__all__ = ["MODELS", "Classifier", "Normalize", "build_model", "model_from_config", "model_options"]
+__all__ = ["MODELS", "Classifier", "Normalize", "build_model", "model_from_config", "model_options",
+           "register_model"]

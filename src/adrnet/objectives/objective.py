@@ -25,37 +25,28 @@ import torch.nn.functional as F
 
 from adrnet.device import as_float32
 from adrnet.errors import ConfigError
-from adrnet.objectives.terms import ADR_TERMS, TERM_NAMES, TERMS
-
-#: The short label each scalar of an objective's output is logged under: the loss and
-#: every registered term (``logits_clean`` / ``logits_adv`` are batches, not logged).
-LOG_LABELS = {"loss": "loss", **{name: term.label for name, term in TERMS.items()}}
+from adrnet.objectives.terms import TERMS, adr_term_names
+from adrnet.registry import Registry
 
 
-def _weights(**weights: float) -> dict:
-    """A preset's weights, refused at import if one names no registered term."""
-    unknown = set(weights) - set(TERMS)
-    if unknown:
-        raise ConfigError(f"preset names unknown term(s) {sorted(unknown)}; allowed: {', '.join(TERMS)}")
-    return weights
+def log_labels() -> dict[str, str]:
+    """The short label each scalar of an objective's output is logged under: the loss and
+    every registered term (``logits_clean`` / ``logits_adv`` are batches, not logged)."""
+    return {"loss": "loss", **{name: term.label for name, term in TERMS.items()}}
 
 
-_ADR_WEIGHTS = _weights(**{name: 1.0 for name in ADR_TERMS})
-#: MART (Wang et al., ICLR 2020): boosted CE + β·weighted KL, β = 6 (the paper's and
-#: its WRN code's default).
-_MART_WEIGHTS = _weights(mart_bce=1.0, mart_kl=6.0)
+#: Presets by name: (term weights, the loss the training adversary maximises); see
+#: :func:`register_objective` and docs/method.md.
+OBJECTIVES: Registry[tuple[dict, str]] = Registry("objective")
 
-#: Presets (docs/method.md). TRADES' own β is 6; the ADR reference runs TRADES with β = 1.
-#: ``adr_pgd_tf`` is the TensorFlow original's weighting: 0.5 CE(clean) + 0.5 CE(adv).
-OBJECTIVES = {
-    "pgd_at": (_weights(ce_adv=1.0), "ce"),
-    "trades": (_weights(ce_clean=1.0, trades_kl=6.0), "kl"),
-    "adr_pgd": (_weights(ce_clean=1.0, ce_adv=1.0, **_ADR_WEIGHTS), "ce"),
-    "adr_pgd_tf": (_weights(ce_clean=0.5, ce_adv=0.5, **_ADR_WEIGHTS), "ce"),
-    "adr_trades": (_weights(ce_clean=1.0, trades_kl=1.0, **_ADR_WEIGHTS), "kl"),
-    "mart": (dict(_MART_WEIGHTS), "ce"),
-    "adr_mart": ({**_MART_WEIGHTS, **_ADR_WEIGHTS}, "ce"),
-}
+
+def register_objective(name: str, weights: dict[str, float], attack_loss: str = "ce", *,
+                       replace: bool = False) -> tuple[dict, str]:
+    """Add a preset: ``weights`` over registered terms (refused if one names none, or if no
+    weight is > 0) and ``attack_loss`` ("ce" or "kl": what PGD maximises in training)."""
+    Objective(dict(weights), attack_loss)  # the checks every objective gets
+    return OBJECTIVES.register(name, (dict(weights), attack_loss), replace=replace)
+
 
 #: How the two compactness terms see the latents (docs/method.md allows these as options;
 #: "none" is the reference). "l2" compares directions z/‖z‖₂ (cosine-style, as in the
@@ -78,9 +69,9 @@ class Objective:
     latent_norm: str = "none"
 
     def __post_init__(self):
-        unknown = set(self.weights) - set(TERM_NAMES)
+        unknown = set(self.weights) - set(TERMS)
         if unknown:
-            raise ConfigError(f"unknown objective term(s) {sorted(unknown)}; allowed: {', '.join(TERM_NAMES)}")
+            raise ConfigError(f"unknown objective term(s) {sorted(unknown)}; allowed: {', '.join(TERMS)}")
         if not any(weight > 0 for weight in self.weights.values()):
             raise ConfigError(f"an objective needs a term of weight > 0, got weights {self.weights}")
         if self.attack_loss not in ("ce", "kl"):
@@ -101,7 +92,8 @@ class Objective:
         a factor of 1 returns ``self``, so a finished warm-up is exactly the objective."""
         if factor == 1:
             return self
-        weights = {name: w * factor if name in ADR_TERMS else w for name, w in self.weights.items()}
+        adr = adr_term_names()
+        weights = {name: w * factor if name in adr else w for name, w in self.weights.items()}
         return dataclasses.replace(self, weights=weights)
 
     def __call__(self, model, x, y, attack, gather=None) -> dict:
@@ -173,9 +165,7 @@ def _forward(model, x_clean, x_adv, concat):
 def make_objective(name: str, scale: float = 0.99, concat: bool = False,
                    latent_norm: str = "none", **weights) -> Objective:
     """A preset by name with any weight overridden (``make_objective("adr_pgd", entropy=0)``)."""
-    if name not in OBJECTIVES:
-        raise ConfigError(f"unknown objective {name!r}; allowed: {', '.join(OBJECTIVES)}")
-    preset, attack = OBJECTIVES[name]
+    preset, attack = OBJECTIVES.get(name)
     return Objective({**preset, **weights}, attack, scale, concat, latent_norm)
 
 
@@ -184,3 +174,18 @@ def objective_from_config(cfg) -> Objective:
     section = cfg.objective
     return make_objective(section.name, scale=section.scale, concat=section.concat,
                           latent_norm=section.latent_norm, **section.weights)
+
+
+_ADR_WEIGHTS = {name: 1.0 for name in adr_term_names()}
+#: MART (Wang et al., ICLR 2020): boosted CE + β·weighted KL, β = 6 (the paper's and
+#: its WRN code's default).
+_MART_WEIGHTS = {"mart_bce": 1.0, "mart_kl": 6.0}
+#: The presets (docs/method.md). TRADES' own β is 6; the ADR reference runs TRADES with
+#: β = 1. ``adr_pgd_tf`` is the TensorFlow original's weighting: 0.5 CE(clean) + 0.5 CE(adv).
+register_objective("pgd_at", {"ce_adv": 1.0}, "ce")
+register_objective("trades", {"ce_clean": 1.0, "trades_kl": 6.0}, "kl")
+register_objective("adr_pgd", {"ce_clean": 1.0, "ce_adv": 1.0, **_ADR_WEIGHTS}, "ce")
+register_objective("adr_pgd_tf", {"ce_clean": 0.5, "ce_adv": 0.5, **_ADR_WEIGHTS}, "ce")
+register_objective("adr_trades", {"ce_clean": 1.0, "trades_kl": 1.0, **_ADR_WEIGHTS}, "kl")
+register_objective("mart", dict(_MART_WEIGHTS), "ce")
+register_objective("adr_mart", {**_MART_WEIGHTS, **_ADR_WEIGHTS}, "ce")

@@ -14,10 +14,11 @@ objective of the full batch. Neither global term materialises a b×b×K or
 b×b×C tensor: compactness uses ``torch.cdist(p=1)`` (O(b·B) memory) and
 smoothness factorises into one (b×B)·(B×C) matrix product.
 
-:data:`TERMS` at the end is the one list of the terms: each term's function,
+:data:`TERMS` at the end is the one registry of the terms: each term's function,
 the arguments it reads, its log label and whether it is one of ADR's five.
-The objective, the presets, config validation and the training logs all take
-the term names from it, so a new term is one entry there.
+The objective, the presets, config validation and the training logs all read the
+term names from it when they need them, so a new term is one :func:`register_term`
+call, from adrnet or from a user's own module.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from adrnet.device import as_float32
+from adrnet.errors import ConfigError
+from adrnet.registry import Registry
 
 
 def ce_clean(logits_clean: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -167,6 +170,7 @@ class Term:
     """One loss term: ``function(*inputs)`` is its batch value, ``label`` its short log name.
 
     Calling a ``Term`` calls its function, so ``TERMS[name](...)`` is the pure function.
+    Add one with :func:`register_term`.
     ``adr`` marks the five terms ADR adds to its base (an ablation or a warm-up acts on
     these alone).
     """
@@ -180,7 +184,7 @@ class Term:
     def __post_init__(self):
         unknown = [name for name in self.inputs if name not in INPUTS]
         if unknown:
-            raise ValueError(f"term {self.name!r} reads unknown input(s) {unknown}; known: {', '.join(INPUTS)}")
+            raise ConfigError(f"term {self.name!r} reads unknown input(s) {unknown}; known: {', '.join(INPUTS)}")
 
     @property
     def clean(self) -> bool:
@@ -207,31 +211,41 @@ class Term:
         return self.function(*args, **kwargs)
 
 
-def _registry(*terms: Term) -> dict[str, Term]:
-    """Name -> term, refusing a repeated name or log label (the logs key on both)."""
-    registry = {}
-    for term in terms:
-        if term.name in registry or term.label in {t.label for t in registry.values()}:
-            raise ValueError(f"term {term.name!r} repeats a registered name or label {term.label!r}")
-        registry[term.name] = term
-    return registry
+#: Every loss term by name, in registration order: the base terms, ADR's five, MART's two,
+#: then any a user registers (:func:`register_term`).
+TERMS: Registry[Term] = Registry("loss term")
 
 
-#: Every loss term by name, in a fixed order: the base terms, ADR's five, MART's two.
-TERMS = _registry(
-    Term("ce_clean", ce_clean, ("logits_clean", "y"), "ce"),
-    Term("ce_adv", ce_adv, ("logits_adv", "y"), "ce_adv"),
-    Term("trades_kl", trades_kl, ("logits_clean", "logits_adv"), "kl"),
-    Term("local_compactness", local_compactness, ("z_clean", "z_adv"), "lc", adr=True),
-    Term("local_smoothness", local_smoothness, ("logits_clean", "logits_adv"), "ls", adr=True),
-    Term("global_compactness", global_compactness, ("z_adv", "z_cols", "y", "y_cols", "scale"), "gc", adr=True),
-    Term("global_smoothness", global_smoothness, ("logits_adv", "probs_cols", "y", "y_cols", "scale"), "gs",
-         adr=True),
-    Term("entropy", entropy, ("logits_adv",), "H", adr=True),
-    Term("mart_bce", mart_bce, ("logits_adv", "y"), "bce"),
-    Term("mart_kl", mart_kl, ("logits_clean", "logits_adv", "y"), "mkl"),
-)
-#: The term names in registry order.
-TERM_NAMES = tuple(TERMS)
-#: The five terms ADR adds to its base (docs/method.md).
-ADR_TERMS = tuple(name for name, term in TERMS.items() if term.adr)
+def register_term(name: str, function: Callable[..., torch.Tensor], inputs: tuple[str, ...],
+                  label: str, *, adr: bool = False, replace: bool = False) -> Term:
+    """Add a loss term: ``function(*inputs)`` returns its batch value (a scalar tensor),
+    ``inputs`` are names from :data:`INPUTS` (they decide the passes it needs and its
+    scope), ``label`` is its short name in logs (unique, as the logs key on it), ``adr``
+    marks a term an ablation or ADR warm-up acts on. A preset or a config's
+    ``objective.weights`` can then weigh it by ``name``."""
+    term = Term(name, function, tuple(inputs), label, adr)
+    taken = {t.label for n, t in TERMS.items() if n != name or not replace} | {"loss"}
+    if label in taken:
+        raise ConfigError(f"term {name!r}: log label {label!r} is taken; choose another label")
+    TERMS.register(name, term, replace=replace)
+    return term
+
+
+def adr_term_names() -> tuple[str, ...]:
+    """The terms ADR adds to its base (the paper's five, docs/method.md, and any term
+    registered with ``adr=True``), in registry order."""
+    return tuple(name for name, term in TERMS.items() if term.adr)
+
+
+register_term("ce_clean", ce_clean, ("logits_clean", "y"), "ce")
+register_term("ce_adv", ce_adv, ("logits_adv", "y"), "ce_adv")
+register_term("trades_kl", trades_kl, ("logits_clean", "logits_adv"), "kl")
+register_term("local_compactness", local_compactness, ("z_clean", "z_adv"), "lc", adr=True)
+register_term("local_smoothness", local_smoothness, ("logits_clean", "logits_adv"), "ls", adr=True)
+register_term("global_compactness", global_compactness, ("z_adv", "z_cols", "y", "y_cols", "scale"),
+              "gc", adr=True)
+register_term("global_smoothness", global_smoothness, ("logits_adv", "probs_cols", "y", "y_cols", "scale"),
+              "gs", adr=True)
+register_term("entropy", entropy, ("logits_adv",), "H", adr=True)
+register_term("mart_bce", mart_bce, ("logits_adv", "y"), "bce")
+register_term("mart_kl", mart_kl, ("logits_clean", "logits_adv", "y"), "mkl")

@@ -5,13 +5,16 @@
 
 A run directory holds ``config.toml``, ``metrics.jsonl``/``.csv`` and
 ``checkpoints/{last,best}.*`` (checkpoint.py: how the files are written and verified;
-load.py: how a user's path is resolved and a model rebuilt from them). Evaluation and
-user code load models from here without importing the trainer.
+load.py: how a user's path is resolved and a model rebuilt from them; records.py: how
+metrics.jsonl, eval.json and config.toml are read back for ``adrnet report``). Evaluation,
+the report and user code read runs from here without importing the trainer.
 """
 
 from adrnet.runs.checkpoint import CHECKPOINT_DIR, CheckpointFiles, checkpoint_files
 from adrnet.runs.load import (WHICH, LoadedCheckpoint, has_checkpoint, load_checkpoint,
                               load_model, resolve_checkpoint)
+from adrnet.runs.records import RunRecords, read_run
 
-__all__ = ["CHECKPOINT_DIR", "WHICH", "CheckpointFiles", "LoadedCheckpoint", "checkpoint_files",
-           "has_checkpoint", "load_checkpoint", "load_model", "resolve_checkpoint"]
+__all__ = ["CHECKPOINT_DIR", "WHICH", "CheckpointFiles", "LoadedCheckpoint", "RunRecords",
+           "checkpoint_files", "has_checkpoint", "load_checkpoint", "load_model", "read_run",
+           "resolve_checkpoint"]

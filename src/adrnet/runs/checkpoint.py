@@ -38,6 +38,9 @@ from adrnet.errors import CheckpointError
 FORMAT = "adrnet-checkpoint"
 VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
+#: In a run directory: what training received as objects rather than from its config
+#: (``train(cfg, out, model=...)``), which the config alone cannot rebuild.
+OBJECTS_FILE = "objects.json"
 _SUFFIXES = {"weights": ".safetensors", "state": ".state.pt", "meta": ".json"}
 
 

@@ -86,7 +86,11 @@ def config_of(meta: dict, source) -> Config:
     except KeyError:
         raise CheckpointError(f"{source} records no config") from None
     except ConfigError as exc:
-        raise CheckpointError(f"{source} records a config this adrnet cannot use: {exc}") from None
+        plugins = (meta["config"].get("plugins") or {}).get("modules") \
+            if isinstance(meta["config"], dict) and isinstance(meta["config"].get("plugins"), dict) else None
+        hint = (f" (it was trained with plugin module(s) {', '.join(map(str, plugins))}: import "
+                "them first, e.g. --import MODULE)") if plugins else ""
+        raise CheckpointError(f"{source} records a config this adrnet cannot use: {exc}{hint}") from None
 
 
 @dataclass(frozen=True)
@@ -99,12 +103,17 @@ class LoadedCheckpoint:
     cfg: Config
     files: CheckpointFiles
     weights_sha256: str
+    objects: dict  # what training received as objects (empty for a run built from its config)
 
 
 def load_checkpoint(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu",
-                    which: str = "best") -> LoadedCheckpoint:
+                    which: str = "best", model: torch.nn.Module | None = None) -> LoadedCheckpoint:
     """The checkpoint of a run directory (its ``which``: "best", the highest
-    validation robust accuracy, or "last") or of a checkpoint file."""
+    validation robust accuracy, or "last") or of a checkpoint file.
+
+    The model is rebuilt from the recorded config, or, for a run trained on a model passed
+    as an object, loaded into ``model`` (a module of the same architecture: only weights
+    are read, no code)."""
     files = resolve_checkpoint(run_dir_or_checkpoint, which)
     last = files.sibling("last")
     if files.stem.name == "best" and not files.path("meta").exists() and last.path("meta").exists():
@@ -113,21 +122,28 @@ def load_checkpoint(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu"
                               "--which last)")
     files, meta = open_checkpoint(files)
     cfg = config_of(meta, files.path("meta"))
-    with torch.random.fork_rng(devices=[]):
-        model = model_from_config(cfg)
+    objects = meta.get("objects") or {}
+    if model is None and "model" in objects:
+        raise CheckpointError(f"{files.path('meta')} was trained on a model passed to train() "
+                              f"as an object ({objects['model']}); load it into a module of "
+                              "that architecture: adrnet.load_model(RUN, model=module)")
+    if model is None:
+        with torch.random.fork_rng(devices=[]):
+            model = model_from_config(cfg)
     weights = read_weights(files, meta)  # verified against meta's SHA-256
     check_architecture(model, weights, files.path("weights"))
     model.load_state_dict(weights)
     return LoadedCheckpoint(model.to(map_location).eval(), cfg, files,
-                            meta["files"]["weights"]["sha256"])
+                            meta["files"]["weights"]["sha256"], objects)
 
 
 def load_model(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu",
-               which: str = "best"):
+               which: str = "best", model: torch.nn.Module | None = None):
     """(model in eval mode on ``map_location``, Config) of a run or checkpoint.
 
     ``which`` picks the run's "best" (highest validation robust accuracy) or
-    "last" checkpoint when a run directory is given.
+    "last" checkpoint when a run directory is given; ``model`` receives the weights of a
+    run trained on a model passed as an object.
     """
-    loaded = load_checkpoint(run_dir_or_checkpoint, map_location, which)
+    loaded = load_checkpoint(run_dir_or_checkpoint, map_location, which, model)
     return loaded.model, loaded.cfg

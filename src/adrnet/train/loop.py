@@ -27,12 +27,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from adrnet.attacks import make_threat, pgd
+from adrnet.attacks import pgd
+from adrnet.atomic import write_json_atomic
 from adrnet.config import Config, save_config
 from adrnet.device import autocast_context, to_device
 from adrnet.errors import AdrnetError, ConfigError
 from adrnet.locking import run_lock
-from adrnet.runs.checkpoint import checkpoint_files, remove_checkpoint
+from adrnet.runs.checkpoint import OBJECTS_FILE, checkpoint_files, remove_checkpoint
 from adrnet.runs.load import has_checkpoint
 from adrnet.seeds import derived_seed
 from adrnet.train import awp
@@ -41,7 +42,7 @@ from adrnet.train.metrics import (MetricsLog, accumulate, epoch_line, epoch_reco
 from adrnet.train.resume import restore_run, save_run
 from adrnet.train.schedules import adr_factor, eps_factor, lr_factor
 from adrnet.train.signals import TrainingInterrupted, signal_name, stop_on_signals
-from adrnet.train.state import Run, build_run, training_attack, validation_step_size
+from adrnet.train.state import Objects, Run, build_run, training_attack, validation_step_size
 
 STEP_STREAM = 1        # the step seeds' stream number (see adrnet/seeds.py)
 VALIDATION_STREAM = 7  # validation's
@@ -63,24 +64,30 @@ class RunResult:
     last_record: dict | None  # the last epoch record of metrics.jsonl
 
 
-def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False) -> RunResult:
+def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, *,
+          model: torch.nn.Module | None = None, splits=None, objective=None) -> RunResult:
     """Train as ``cfg`` says into ``out_dir``; with ``resume`` continue its ``last``
     checkpoint (the config may then differ only in train.epochs, device, progress,
     threads, checkpoint/log frequency and eval settings). The run directory is
     locked for the whole call (:func:`adrnet.locking.run_lock`): a second process
-    training into it is refused with :class:`adrnet.locking.Busy`."""
+    training into it is refused with :class:`adrnet.locking.Busy`.
+
+    ``model``, ``splits`` and ``objective`` may be passed as objects instead of being
+    built from ``cfg`` (see :class:`adrnet.train.state.Objects`); the run directory then
+    says so in ``objects.json``, and a resume must pass the same kinds of objects."""
     from adrnet.train.distributed import cleanup, setup_distributed
     run_dir = Path(out_dir)
     info = setup_distributed(cfg.train.device)
+    objects = Objects(model, splits, objective)
     try:
         with (run_lock(run_dir) if info.is_main else nullcontext()), stop_on_signals() as stop:
-            return _train(cfg, run_dir, info, stop, resume)
+            return _train(cfg, run_dir, info, stop, resume, objects)
     finally:
         cleanup()
 
 
-def _train(cfg: Config, run_dir: Path, info, stop, resume: bool) -> RunResult:
-    run = build_run(cfg, run_dir, info)
+def _train(cfg: Config, run_dir: Path, info, stop, resume: bool, objects: Objects) -> RunResult:
+    run = build_run(cfg, run_dir, info, objects)
     run.stop = stop
     if resume:
         records = restore_run(run)["metrics"]
@@ -90,6 +97,8 @@ def _train(cfg: Config, run_dir: Path, info, stop, resume: bool) -> RunResult:
     if info.is_main:
         if run.epoch < cfg.train.epochs:  # a resume with nothing to do keeps its config.toml
             save_config(cfg, run_dir / "config.toml")
+            if run.objects:
+                write_json_atomic(run_dir / OBJECTS_FILE, run.objects)
         tqdm.write(_describe_start(run, resume))
     run.metrics = MetricsLog(run_dir, records, enabled=info.is_main, tb_step=run.global_step)
     try:
@@ -189,7 +198,7 @@ def _settings(run: Run, epoch: int, step: int) -> tuple[float, float, object, ob
     lr = cfg.optim.lr * lr_factor(cfg.schedule, epoch, step, spe, cfg.train.epochs)
     share = eps_factor(cfg.attack, epoch, step, spe)
     eps = cfg.attack.eps * share
-    attack = training_attack(cfg, run.objective.attack_loss, eps, cfg.attack.step_size * share)
+    attack = training_attack(cfg, run.objective.attack_loss, run.threat, share)
     factor = adr_factor(cfg.objective, epoch, step, spe)
     objective = run.objective if factor == 1 else run.objective.with_adr_factor(factor)
     return lr, eps, attack, objective
@@ -291,7 +300,6 @@ def validate(run: Run, epoch: int) -> dict:
     cfg, net = run.cfg, run.net
     shard = slice(run.info.rank, None, run.info.world_size)
     x_all, y_all = run.val.x[shard], run.val.y[shard]
-    threat = make_threat(cfg.attack.threat, cfg.eval_eps)
     was_training = net.training
     net.eval()
     counts = torch.zeros(3, dtype=torch.float64)
@@ -304,7 +312,7 @@ def validate(run: Run, epoch: int) -> dict:
             with autocast_context(run.device, cfg.train.precision):
                 with torch.no_grad():
                     clean = net(x).argmax(1) == y
-                x_adv = pgd(net, x, y, threat=threat, steps=cfg.eval.val_steps,
+                x_adv = pgd(net, x, y, threat=run.val_threat, steps=cfg.eval.val_steps,
                             step_size=validation_step_size(cfg), loss="ce", random_start=True)
                 with torch.no_grad():
                     robust = (net(x_adv).argmax(1) == y) & clean

@@ -28,21 +28,25 @@ from pathlib import Path
 import torch
 
 from adrnet.atomic import append_bytes, write_bytes_atomic
-from adrnet.objectives import LOG_LABELS
+from adrnet.objectives import log_labels
 
 JSONL, CSV = "metrics.jsonl", "metrics.csv"
 COUNT_KEYS = ("examples", "correct_clean", "correct_adv")
-#: The entries of a running dict that add up over ranks (the others, lr and ε, are
-#: the same on every rank): a fixed list, because a collective needs the same tensor on
-#: every rank, taken from the term registry so that every term can be summed.
-SUMMED_KEYS = (*COUNT_KEYS, "seconds", *(f"sum_{name}" for name in LOG_LABELS))
+
+
+def summed_keys() -> tuple[str, ...]:
+    """The entries of a running dict that add up over ranks (the others, lr and ε, are
+    the same on every rank): one list in a fixed order, because a collective needs the
+    same tensor on every rank, read from the term registry so that every term, one a
+    plugin registered included, can be summed."""
+    return (*COUNT_KEYS, "seconds", *(f"sum_{name}" for name in log_labels()))
 
 
 def scalars(numbers: dict) -> dict:
     """Every number of a step but its counts: the loss and each term the objective
     returned, all of them logged. One without a log label is refused, not dropped."""
     found = {name: value for name, value in numbers.items() if name not in COUNT_KEYS}
-    unlabelled = sorted(found.keys() - LOG_LABELS.keys())
+    unlabelled = sorted(found.keys() - log_labels().keys())
     if unlabelled:
         raise KeyError(f"the objective returned {unlabelled}, which the term registry "
                        "(adrnet.objectives.terms.TERMS) does not name: register them")
@@ -69,12 +73,13 @@ def sum_over_ranks(running: dict, world_size: int) -> dict:
     if world_size == 1:
         return dict(running)
     from adrnet.train.distributed import all_reduce_sum
-    values = [float(running.get(key, 0)) for key in SUMMED_KEYS]
-    present = [float(key in running) for key in SUMMED_KEYS]
+    summed = summed_keys()
+    values = [float(running.get(key, 0)) for key in summed]
+    present = [float(key in running) for key in summed]
     total = all_reduce_sum(torch.tensor(values + present, dtype=torch.float64)).tolist()
-    out = {key: value for key, value in running.items() if key not in SUMMED_KEYS}
-    for index, key in enumerate(SUMMED_KEYS):
-        if total[len(SUMMED_KEYS) + index] > 0:
+    out = {key: value for key, value in running.items() if key not in summed}
+    for index, key in enumerate(summed):
+        if total[len(summed) + index] > 0:
             out[key] = round(total[index]) if key in COUNT_KEYS else total[index]
     return out
 
@@ -120,7 +125,8 @@ def epoch_record(running: dict, world_size: int, epoch: int, global_step: int) -
 
 def postfix(numbers: dict, seconds: float) -> dict:
     """The progress bar's short view of one step."""
-    shown = {LOG_LABELS[k]: f"{v:.3f}" for k, v in scalars(numbers).items()}
+    labels = log_labels()
+    shown = {labels[k]: f"{v:.3f}" for k, v in scalars(numbers).items()}
     shown.update({k: f"{v:.2f}" for k, v in _accuracies(numbers).items()})
     shown["img/s"] = f"{numbers['examples'] / max(seconds, 1e-9):.0f}"
     return shown

@@ -24,7 +24,7 @@ from adrnet.runs.checkpoint import (
     save_checkpoint,
 )
 from adrnet.runs.load import check_architecture, config_of, model_identity
-from adrnet.train.metrics import SUMMED_KEYS, sum_over_ranks
+from adrnet.train.metrics import sum_over_ranks, summed_keys
 
 #: Keys a resumed run may change: they do not alter the weights it computes
 #: (train.epochs extends or shortens the run; cosine/one-cycle follow the new length).
@@ -43,6 +43,7 @@ def _meta(run, which: str, running: dict) -> dict:
         "best": {"metric": "val_acc_robust", "value": run.best_value, "epoch": run.best_epoch},
         "running": running, "metrics": run.metrics.records,
         "config": config_to_dict(run.cfg), "model": model_identity(run.net, run.cfg),
+        "objects": run.objects,
         "device": str(run.device), "world_size": run.info.world_size,
         "adrnet_version": adrnet.__version__, "torch_version": torch.__version__,
         "python_version": platform.python_version(), "saved_unix": time.time(),
@@ -81,6 +82,17 @@ def check_resumable(saved_cfg, cfg, source) -> None:
                           f"changed; a resumed run may only change train.epochs, train.device, "
                           "train.progress, train.num_threads, train.checkpoint_every, "
                           "train.log_every and eval.*; start a new run (--out) instead")
+
+
+def check_same_objects(saved: dict, passed: dict, source) -> None:
+    """Refuse a resume that passes other kinds of objects than the run was trained with
+    (a model from the config now, where a module was passed before, or the reverse)."""
+    if not isinstance(saved, dict) or set(saved) != set(passed):
+        def kinds(found):
+            return ", ".join(sorted(found)) if isinstance(found, dict) and found else "none"
+        raise ConfigError(f"cannot resume {source}: it was trained with objects passed to "
+                          f"train() for: {kinds(saved)}; this call passes: {kinds(passed)}; "
+                          "pass the same (model=, splits=, objective=)")
 
 
 def check_world_size(meta: dict, world_size: int, source) -> None:
@@ -150,8 +162,10 @@ def _check_best(best, epoch: int, bad) -> None:
 def _local_running(saved: dict, is_main: bool) -> dict:
     """The running sums a rank continues from: the checkpoint holds their sum over
     all ranks, so rank 0 takes it whole and the others start from zero."""
-    saved = dict(saved)
-    return saved if is_main else {k: v for k, v in saved.items() if k not in SUMMED_KEYS}
+    if is_main:
+        return dict(saved)
+    summed = summed_keys()
+    return {k: v for k, v in saved.items() if k not in summed}
 
 
 def restore_run(run) -> dict:
@@ -163,6 +177,7 @@ def restore_run(run) -> dict:
     files, meta = open_checkpoint(files)
     saved_cfg = config_of(meta, files.path("meta"))
     check_resumable(saved_cfg, run.cfg, run.run_dir)
+    check_same_objects(meta.get("objects", {}), run.objects, run.run_dir)
     check_world_size(meta, run.info.world_size, run.run_dir)
     check_record(meta, saved_cfg.train.epochs, run.steps_per_epoch, files.path("meta"))
     weights = read_weights(files, meta)

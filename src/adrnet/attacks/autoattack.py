@@ -10,6 +10,8 @@ This adapter adds what `adrnet eval` needs around the package:
   check, and a restored run reads ``y_adv`` before assigning it. The adapter
   therefore drives the package one attack and one batch at a time and records
   progress in its own JSON state file (atomic writes) after every batch.
+:func:`autoattack_batch` is the same attack as a plain ``attack(model, x, y) -> x_adv``
+on one batch (no state file), for callers that want the points.
 Threat models: L∞, L2 (and L1) balls around x, inside [0, 1].
 """
 
@@ -26,10 +28,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from adrnet.attacks import attack_mode, make_threat
-from adrnet.errors import ConfigError
 from adrnet.atomic import write_json_atomic
-from adrnet.eval.robust import num_outputs, predict
+from adrnet.attacks.inference import num_outputs, predict
+from adrnet.attacks.pgd import attack_mode
+from adrnet.attacks.threats import make_threat
+from adrnet.errors import ConfigError
 
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 AA_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
@@ -220,3 +223,36 @@ def autoattack_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
                             settings={**settings, "device": str(device)},
                             warnings=adversary.logger.handlers[0].messages,
                             resumed_seconds=resumed_seconds)
+
+
+def autoattack_settings(norm: str, eps: float, *, version: str = "standard",
+                        attacks: list[str] | None = None, seed: int = 0,
+                        square_queries: int | None = None) -> dict:
+    """The validated settings :func:`autoattack_batch` takes (refused as :func:`autoattack_eval` refuses them)."""
+    return _settings(norm, eps, version, attacks, seed, square_queries, None)
+
+
+def autoattack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, settings: dict) -> torch.Tensor:
+    """AutoAttack's points for one batch, on ``x``'s device: each attack of the ensemble
+    runs on the examples still classified correctly; an example keeps the point that
+    broke it, the others stay x. The model is in eval mode for the call (modes restored)."""
+    _settings(settings["norm"], settings["eps"], settings["version"], settings["attacks"],
+              settings["seed"], settings["square_queries"], x[0].numel())
+    device = x.device
+    with attack_mode(model):
+        with torch.no_grad():
+            robust = model(x).argmax(1) == y
+        shown, images = as_image(model, x)
+        adversary = build_autoattack(shown, settings, device)
+        _limit_targets(adversary, num_outputs(shown, images[:1]), list(adversary.attacks_to_run))
+        x_adv = images.clone()
+        for attack in list(adversary.attacks_to_run):
+            index = robust.nonzero().flatten()
+            if len(index) == 0:
+                break
+            found = _attack_batch(adversary, attack, images[index], y[index], device)
+            with torch.no_grad():
+                broken = shown(found).argmax(1) != y[index]
+            x_adv[index[broken]] = found[broken]
+            robust[index[broken]] = False
+    return x_adv.reshape(x.shape)

@@ -4,7 +4,9 @@ Why one module: `adrnet eval` prints its numbers and `adrnet report` shows them
 across runs; both read the same ``eval.json`` records, so the same formatting
 (accuracies as percentages of the n evaluated examples, ε written as k/255 where
 it is one) serves both, and the report's HTML page and its Markdown twin are
-rendered here from the sections ``report`` assembles.
+rendered here from the sections (``Section``) that ``page`` assembles. ``Section`` is
+defined here, the lower of the two modules, so that ``page`` imports ``tables`` and
+never the other way round.
 """
 
 from __future__ import annotations
@@ -13,10 +15,19 @@ import base64
 import csv
 import html
 import io
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
-if TYPE_CHECKING:
-    from adrnet.eval.report import Section
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the report page: a title, text, a table, an image."""
+
+    title: str
+    text: str = ""
+    table: tuple | None = None      # (headers, rows)
+    image: bytes | None = None
+    image_name: str = ""
 
 
 def pct(value) -> str:

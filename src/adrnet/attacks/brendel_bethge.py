@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from adrnet.attacks import attack_mode, make_threat, pgd
+from adrnet.attacks.pgd import attack_mode, pgd
+from adrnet.attacks.threats import make_threat
 from adrnet.errors import ConfigError
 
 INSTALL_HINT = "pip install 'adrnet[bb]' (foolbox 3.3.4 and numba)"

@@ -1,0 +1,104 @@
+"""The attacks adrnet ships, registered in ``ATTACKS`` exactly as a user's would be.
+
+fgsm, pgd, cw and mt run adrnet's PGD loop (``whitebox``); bb is Brendel & Bethge
+through foolbox (``brendel_bethge``); autoattack is Croce & Hein's ensemble through
+pyautoattack (``autoattack``), which evaluates the whole set itself (resumable state
+file, accuracy after each attack). foolbox and pyautoattack are imported only when
+their attack is built or run.
+"""
+
+from __future__ import annotations
+
+from adrnet.attacks.brendel_bethge import BB_INIT_STEPS, BB_STEPS
+from adrnet.attacks.registry import AttackRun, norm_of, register_attack
+from adrnet.attacks.whitebox import attack_settings, make_attack, whitebox_label
+
+
+def _whitebox(name: str, description: str) -> None:
+    """Register one of adrnet's PGD-loop attacks: its settings, label and runner come
+    from :func:`attack_settings` (so eval.json records what it always recorded)."""
+    def settings(threat, options):
+        return attack_settings(name, norm=norm_of(threat), eps=threat.eps, **options)
+
+    if name == "fgsm":  # one step of size ε: none of the PGD knobs
+        def build(threat):
+            return make_attack(settings(threat, {}), threat)
+    else:
+        def build(threat, *, steps=20, step_size=None, restarts=1, random_start=True):
+            options = dict(steps=steps, step_size=step_size, restarts=restarts, random_start=random_start)
+            return make_attack(settings(threat, options), threat)
+    register_attack(name, build, description=description,
+                    label_of=lambda options: whitebox_label(name, options.get("steps", 1),
+                                                            options.get("restarts", 1)),
+                    settings_of=lambda threat, options: settings(threat, options).to_dict())
+
+
+_whitebox("fgsm", "one step of size eps from x, no random start (Goodfellow et al. 2015)")
+_whitebox("pgd", "PGD-k on cross-entropy from a random start, best of --restarts (Madry et al. 2018)")
+_whitebox("cw", "PGD-k on the Carlini-Wagner margin max_{j!=y} f_j - f_y")
+_whitebox("mt", "multi-targeted PGD-k, one targeted CW-margin run per wrong class (Gowal et al. 2019)")
+
+
+def _bb(threat, options: dict):
+    from adrnet.attacks.brendel_bethge import BrendelBethge
+    return BrendelBethge(norm_of(threat), threat.eps, steps=options["walk_steps"],
+                         init_steps=options["init_steps"], init_eps=options["init_eps"],
+                         lr=options["lr"], overshoot=options["overshoot"])
+
+
+def _bb_build(threat, *, walk_steps=BB_STEPS, init_steps=BB_INIT_STEPS, init_eps=None, lr=1e-3,
+              overshoot=1.1):
+    """B&B: ``settings()`` is what eval.json records, ``summary()`` its distances.
+    ``walk_steps`` is not called ``steps``: --steps sets PGD's steps, not the boundary walk's."""
+    from adrnet.attacks.brendel_bethge import check_foolbox
+    options = dict(walk_steps=walk_steps, init_steps=init_steps, init_eps=init_eps, lr=lr,
+                   overshoot=overshoot)
+    norm_of(threat)
+    check_foolbox()  # fails before any other attack runs
+    return _bb(threat, options)
+
+
+register_attack("bb", _bb_build, expensive=True,
+                description="Brendel & Bethge via foolbox, 200 steps from a PGD-20 start, needs adrnet[bb]",
+                settings_of=lambda threat, options: _bb(threat, options).settings())
+
+
+def _aa_settings(threat, version, attacks, seed, square_queries) -> dict:
+    from adrnet.attacks.autoattack import autoattack_settings
+    return autoattack_settings(norm_of(threat), threat.eps, version=version,
+                               attacks=list(attacks) if attacks else None, seed=seed,
+                               square_queries=square_queries)
+
+
+def _aa_build(threat, *, version="standard", attacks=None, seed=0, square_queries=None,
+              state_path=None):
+    """AutoAttack on one batch (:func:`adrnet.attacks.autoattack.autoattack_batch`)."""
+    from functools import partial
+
+    from adrnet.attacks.autoattack import autoattack_batch
+    from adrnet.errors import ConfigError
+    if state_path is not None:
+        raise ConfigError("an AutoAttack state file resumes a run over the whole set "
+                          "(ATTACKS['autoattack'].evaluate), not one batch")
+    return partial(autoattack_batch, settings=_aa_settings(threat, version, attacks, seed, square_queries))
+
+
+def _aa_evaluate(model, x, y, threat, *, device="cpu", batch_size=128, progress=False,
+                 version="standard", attacks=None, seed=0, square_queries=None,
+                 state_path=None) -> AttackRun:
+    """The whole set through :func:`adrnet.attacks.autoattack.autoattack_eval` (resumable)."""
+    from adrnet.attacks.autoattack import autoattack_eval
+    result = autoattack_eval(model, x, y, norm=norm_of(threat), eps=threat.eps, version=version,
+                             attacks=list(attacks) if attacks else None, device=device, seed=seed,
+                             batch_size=batch_size, state_path=state_path,
+                             square_queries=square_queries, progress=progress)
+    return AttackRun(correct=result.robust, settings=result.settings,
+                     summary={"accuracy_after": result.accuracy_after, "warnings": result.warnings,
+                              "resumed_seconds": round(result.resumed_seconds, 1)})
+
+
+register_attack("autoattack", _aa_build, evaluate=_aa_evaluate, expensive=True,
+                description="AutoAttack's ensemble via pyautoattack, see --aa-version, --aa-attacks, --aa-state",
+                settings_of=lambda threat, options: _aa_settings(
+                    threat, options["version"], options["attacks"], options["seed"],
+                    options["square_queries"]))
