@@ -39,7 +39,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("target", metavar="RUN_DIR_or_CHECKPOINT")
     p.add_argument("--attacks", default="fgsm,pgd", help=attacks_help())
     p.add_argument("--eps", help="radius, e.g. 0.3 or 8/255 (default: the run's eval.eps, else its training eps)")
-    p.add_argument("--norm", choices=tuple(THREATS), help="threat model (default: the run's)")
+    p.add_argument("--norm", help=f"threat model: {', '.join(THREATS)} or one a --import module "
+                                  "registered (default: the run's)")
     p.add_argument("--n", type=int, help="first N examples of the split (default: all; 1000 with autoattack or bb)")
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--steps", type=positive_int, help="PGD/CW steps (default: eval.test_steps)")

@@ -14,10 +14,10 @@ from typing import Callable, Mapping
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-# the batched eval-mode predictions live with the attacks (AutoAttack's adapter needs them)
-from adrnet.attacks.inference import eval_batches, model_device, num_outputs, predict
+# the batched eval-mode predictions live with the attacks (AutoAttack's adapter and
+# training's validation use them too)
+from adrnet.attacks.inference import attack_correct, eval_batches, model_device, num_outputs, predict
 
 __all__ = ["Attack", "EvalResult", "attack_correct", "eval_batches", "model_device",
            "num_outputs", "predict", "robust_accuracy", "summarize", "worst_case"]
@@ -45,27 +45,6 @@ class EvalResult:
             "worst_case_accuracy": self.worst_case_accuracy,
             "attack_settings": dict(self.attack_settings),
         }
-
-
-def attack_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,
-                   attack_only: torch.Tensor | None = None, batch_size: int = 256,
-                   desc: str | None = None, progress: bool = False) -> torch.Tensor:
-    """Per-example flag: still classified correctly after ``attack``.
-
-    Examples outside ``attack_only`` (e.g. already wrong when clean) are not
-    attacked and count as not correct, which is what the worst case needs.
-    """
-    todo = torch.ones(len(x), dtype=torch.bool) if attack_only is None else attack_only.clone()
-    correct = torch.zeros(len(x), dtype=torch.bool)
-    index = todo.nonzero().flatten()
-    device = model_device(model)
-    for start in tqdm(range(0, len(index), batch_size), desc=desc, disable=not progress,
-                      leave=False):
-        batch = index[start:start + batch_size]
-        xb, yb = x[batch].to(device), y[batch].to(device)
-        x_adv = attack(model, xb, yb)
-        correct[batch] = predict(model, x_adv, batch_size).eq(yb.cpu())
-    return correct
 
 
 def worst_case(clean_correct: torch.Tensor, correct: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -18,6 +18,7 @@ every rank before the weights are touched.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from contextlib import nullcontext
@@ -28,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from adrnet.attacks import pgd
+from adrnet.attacks.inference import attack_correct, predict
 from adrnet.atomic import write_json_atomic
 from adrnet.config import Config, save_config
 from adrnet.device import autocast_context, to_device
@@ -299,27 +301,15 @@ def validate(run: Run, epoch: int) -> dict:
     from adrnet.train.distributed import all_reduce_sum
     cfg, net = run.cfg, run.net
     shard = slice(run.info.rank, None, run.info.world_size)
-    x_all, y_all = run.val.x[shard], run.val.y[shard]
-    was_training = net.training
-    net.eval()
-    counts = torch.zeros(3, dtype=torch.float64)
+    x, y = run.val.x[shard], run.val.y[shard]
+    attack = functools.partial(pgd, threat=run.val_threat, steps=cfg.eval.val_steps,
+                               step_size=validation_step_size(cfg), loss="ce", random_start=True)
+    place = functools.partial(to_device, device=run.device, channels_last=cfg.train.channels_last)
     torch.manual_seed(derived_seed(cfg.train.seed, VALIDATION_STREAM, epoch))
-    try:
-        for start in range(0, x_all.shape[0], cfg.eval.batch_size):
-            x = to_device(x_all[start:start + cfg.eval.batch_size], run.device,
-                          cfg.train.channels_last)
-            y = y_all[start:start + cfg.eval.batch_size].to(run.device)
-            with autocast_context(run.device, cfg.train.precision):
-                with torch.no_grad():
-                    clean = net(x).argmax(1) == y
-                x_adv = pgd(net, x, y, threat=run.val_threat, steps=cfg.eval.val_steps,
-                            step_size=validation_step_size(cfg), loss="ce", random_start=True)
-                with torch.no_grad():
-                    robust = (net(x_adv).argmax(1) == y) & clean
-            counts += torch.tensor([clean.sum().item(), robust.sum().item(), y.shape[0]],
-                                   dtype=torch.float64)
-    finally:
-        net.train(was_training)
+    with autocast_context(run.device, cfg.train.precision):  # eval mode inside, modes restored
+        clean = predict(net, x, cfg.eval.batch_size, place).eq(y)
+        robust = attack_correct(net, x, y, attack, batch_size=cfg.eval.batch_size, place=place) & clean
+    counts = torch.tensor([clean.sum().item(), robust.sum().item(), y.shape[0]], dtype=torch.float64)
     clean_hits, robust_hits, total = all_reduce_sum(counts).tolist()
     return {"val_acc_clean": clean_hits / max(total, 1),
             "val_acc_robust": robust_hits / max(total, 1), "val_examples": int(total)}
