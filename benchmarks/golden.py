@@ -61,7 +61,8 @@ MNIST = {  # 30 steps of each quick preset's own path (SmallCNN, bf16, channels_
 }
 MNIST_SHORT = ["data.train_subset=960", "train.epochs=1", "train.batch_size=32",
                "train.num_threads=1", "eval.val_size=200", "eval.val_steps=3"]
-VARYING_KEYS = {"checkpoint", "created", "seconds", "images_per_s", "time_s", "started", "finished", "wall_seconds"}
+VARYING_KEYS = {"checkpoint", "created", "seconds", "images_per_s", "time_s", "started", "finished",
+                "wall_seconds", "attack_seconds", "attack_images_per_s"}
 
 
 def sha256(path: Path) -> str:

@@ -66,7 +66,9 @@ def test_summarize_fields_and_extra_flags():
                                "autoattack": torch.tensor([True, True, False, True])},
                        {"pgd": {"steps": 20}})
     record = result.to_dict()
-    assert set(record) == {"n", "clean_accuracy", "attack_accuracy", "worst_case_accuracy", "attack_settings"}
+    assert set(record) == {"n", "clean_accuracy", "attack_accuracy", "worst_case_accuracy", "attack_settings",
+                           "attack_seconds", "attack_images_per_s"}
+    assert record["attack_seconds"] == {}  # summarize times nothing; robust_accuracy times each attack
     assert record["worst_case_accuracy"] == pytest.approx(0.25)
     # per-attack accuracy never counts a clean-wrong example as robust
     assert record["attack_accuracy"]["pgd"] == pytest.approx(0.5)

@@ -41,12 +41,21 @@ class DataConfig:
     augment: Optional[bool] = None       # unset: the data set's default (crop+flip on CIFAR)
     train_subset: int = _opt(0, ge=0)    # >0: train on the first N examples only
     split_seed: int = 0                  # seed of the train/validation split
+    # Your own data (name = "npz" or "folder", docs/own_data.md); unset keys stay out of
+    # config.toml. path: the .npz file or the image folder (relative to the current directory)
+    path: Optional[str] = None
+    layout: Optional[Literal["nhwc", "nchw"]] = None  # npz images; unset: from the shape
+    resize: Optional[tuple[int, int]] = None  # folder: [H, W]; unset: one size required
+    num_classes: Optional[int] = _opt(None, ge=2)  # unset: the largest label + 1
+    mean: Optional[tuple[float, ...]] = None  # the model's normalisation (any data set);
+    std: Optional[tuple[float, ...]] = None   # unset: the data set's (a file's: computed)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "smallcnn"               # a key of adrnet.models.MODELS
-    latent: Optional[str] = None         # stage whose output is z; unset: the model's default
+    # a key of adrnet.models.MODELS, or "package.module:factory" (docs/own_data.md)
+    name: str = "smallcnn"
+    latent: Optional[str] = None         # stage (a factory's model: submodule) whose output is z
     options: dict[str, Any] = _opt({})   # extra keyword arguments of the model builder
 
 
@@ -132,6 +141,9 @@ class EvalConfig:
     test_step_size: Optional[float] = _opt(None, gt=0)  # unset: 2.5 x eps / test_steps
     test_restarts: int = _opt(1, ge=1)
     autoattack_n: int = _opt(1000, ge=0)  # first N test images for AutoAttack
+    # `adrnet eval`'s attacks: fp32, or bf16 (a bf16 channels_last copy, every break
+    # verified on the fp32 model; docs/evaluation.md)
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 @dataclass(frozen=True)
@@ -210,6 +222,10 @@ def load_config(path: str | os.PathLike | None, overrides=()) -> Config:
     if modules:
         from adrnet.plugins import import_plugins
         import_plugins(modules if isinstance(modules, (list, tuple)) else [modules])
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("name"), str) and ":" in model["name"]:
+        from adrnet.models.imported import import_model_module
+        import_model_module(model["name"])  # a file (or option) the user chose names it
     return config_from_dict(raw)
 
 
@@ -290,7 +306,12 @@ def _check_consistency(cfg: Config) -> None:
                           f"(got {cfg.train.device!r}); under torchrun each process takes "
                           "cuda:LOCAL_RANK")
     _check_registry("data.name", cfg.data.name, "adrnet.data", "DATASETS")
-    _check_registry("model.name", cfg.model.name, "adrnet.models", "MODELS")
+    _check_data(cfg)
+    if ":" in cfg.model.name:  # "package.module:factory": its form only; nothing is imported
+        from adrnet.models.imported import split_import_path
+        split_import_path(cfg.model.name)
+    else:
+        _check_registry("model.name", cfg.model.name, "adrnet.models", "MODELS")
     _check_registry("objective.name", cfg.objective.name, "adrnet.objectives", "OBJECTIVES")
     _check_weights(cfg.objective.weights)
     _check_objective_trains(cfg)
@@ -323,13 +344,23 @@ def _check_radius(cfg: Config) -> None:
     make_threat, datasets = _registry("adrnet.attacks", "make_threat"), _registry("adrnet.data", "DATASETS")
     if make_threat is None:
         return
-    dim = datasets[cfg.data.name].input_values if datasets else None
+    # a data set read from a file (data.path) is described when the run starts, not here:
+    # its radius is checked then, against its own inputs
+    from_file = bool(datasets) and datasets.metadata(cfg.data.name).get("from_file")
+    dim = datasets[cfg.data.name].input_values if datasets and not from_file else None
     for key, eps in (("attack.eps", cfg.attack.eps), ("eval.eps", cfg.eval.eps)):
         try:
             if eps is not None:
                 make_threat(cfg.attack.threat, eps, dim)
         except ConfigError as exc:
             raise ConfigError(f"config key '{key}': {exc}") from None
+
+
+def _check_data(cfg: Config) -> None:
+    """The [data] keys that fit data.name's kind (adrnet.data.kinds)."""
+    kinds = _registry("adrnet.data.kinds", "check_data_keys")
+    if kinds is not None:
+        kinds(cfg.data)
 
 
 def _check_optimisation(cfg: Config) -> None:

@@ -51,6 +51,8 @@ class AutoAttackResult:
     #: attack time of the batches that earlier, interrupted calls saved (0 for a fresh run);
     #: an evaluation adds it to its own wall time, so a resumed run reports its whole cost
     resumed_seconds: float = 0.0
+    #: points that fooled the bf16 copy but not the fp32 judge (counted robust); 0 in fp32
+    bf16_only: int = 0
 
     @property
     def accuracy(self) -> float:
@@ -167,7 +169,8 @@ def _attack_batch(adversary, attack, xb, yb, device):
     return x_adv.detach()
 
 
-def _run_attack(adversary, model, attack, x, y, state, *, batch_size, device, path, progress):
+def _run_attack(adversary, model, attack, x, y, state, *, batch_size, device, path, progress,
+                judge=None):
     robust = torch.tensor(state["robust"], dtype=torch.bool)
     attacked = torch.tensor(state["attacked"].setdefault(attack, [False] * len(x)), dtype=torch.bool)
     todo = (robust & ~attacked).nonzero().flatten()
@@ -176,7 +179,11 @@ def _run_attack(adversary, model, attack, x, y, state, *, batch_size, device, pa
         started = time.perf_counter()
         batch = todo[start:start + batch_size]
         x_adv = _attack_batch(adversary, attack, x[batch], y[batch], device)
-        robust[batch] &= predict(model, x_adv, batch_size).eq(y[batch].cpu())
+        holds = predict(model if judge is None else judge, x_adv, batch_size).eq(y[batch].cpu())
+        if judge is not None:  # a point that fools only the bf16 model is no break
+            fools_fast = predict(model, x_adv, batch_size).ne(y[batch].cpu())
+            state["bf16_only"] = state.get("bf16_only", 0) + int((fools_fast & holds).sum())
+        robust[batch] &= holds
         attacked[batch] = True
         state["robust"], state["attacked"][attack] = robust.tolist(), attacked.tolist()
         state["seconds"] += time.perf_counter() - started
@@ -193,21 +200,28 @@ def autoattack_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
                     eps: float, version: str = "standard", attacks: list[str] | None = None,
                     device: str | torch.device = "cpu", seed: int = 0, batch_size: int = 128,
                     state_path: str | Path | None = None, square_queries: int | None = None,
-                    progress: bool = False) -> AutoAttackResult:
+                    progress: bool = False, judge: nn.Module | None = None) -> AutoAttackResult:
     """Run AutoAttack on (x, y); resumes from ``state_path`` when it exists.
 
     ``version="standard"`` runs APGD-CE, APGD-T, FAB-T and Square as published;
     ``version="custom"`` with ``attacks=[...]`` runs a chosen list. The model is
     moved to ``device`` and put in eval mode for the run (its mode is restored).
+    With ``judge`` (the fp32 model, when ``model`` is its bf16 copy), the attacks run on
+    ``model`` but clean correctness and every break are decided by ``judge``; the points
+    that fool ``model`` only are counted (``AutoAttackResult.bf16_only``).
     """
     settings = _settings(norm, eps, version, attacks, seed, square_queries, x[0].numel())
+    if judge is not None:  # its own state file: never resumed from an fp32 run's, or the reverse
+        settings["precision"] = "bf16"
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("AutoAttack was asked to run on CUDA but no CUDA device is available; use device='cpu'")
     path = Path(state_path) if state_path is not None else None
-    with attack_mode(model.to(device)):  # eval mode throughout; every module's mode restored
-        clean_correct = predict(model, x, batch_size).eq(y.cpu())
+    referee = model.to(device) if judge is None else judge.to(device)  # decides what is correct
+    with attack_mode(model.to(device)), attack_mode(referee):  # eval mode, modes restored
+        clean_correct = predict(referee, x, batch_size).eq(y.cpu())
         fingerprint = _fingerprint(model, x, y, settings)
+        judge = as_image(judge, x)[0] if judge is not None else None
         model, x = as_image(model, x)
         adversary = build_autoattack(model, settings, device)
         _limit_targets(adversary, num_outputs(model, x[:1]), list(adversary.attacks_to_run))
@@ -215,14 +229,14 @@ def autoattack_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
         resumed_seconds = state["seconds"]
         for attack in list(adversary.attacks_to_run):
             _run_attack(adversary, model, attack, x, y, state, batch_size=batch_size,
-                        device=device, path=path, progress=progress)
+                        device=device, path=path, progress=progress, judge=judge)
         if path is not None:
             write_json_atomic(path, state, indent=None)
     return AutoAttackResult(robust=torch.tensor(state["robust"], dtype=torch.bool),
                             clean_correct=clean_correct, accuracy_after=state["accuracy_after"],
                             settings={**settings, "device": str(device)},
                             warnings=adversary.logger.handlers[0].messages,
-                            resumed_seconds=resumed_seconds)
+                            resumed_seconds=resumed_seconds, bf16_only=state.get("bf16_only", 0))
 
 
 def autoattack_settings(norm: str, eps: float, *, version: str = "standard",

@@ -66,6 +66,10 @@ class AttackSpec:
       AttackRun``: optional, for attacks that run over the whole set themselves.
     - ``expensive``: when chosen without ``n``, every attack of the evaluation runs on
       the first ``eval.autoattack_n`` examples (one common set for the worst case).
+    - ``bf16``: whether ``adrnet eval --precision bf16`` may run it on the bf16 copy of
+      the model (its breaks then verified in fp32); False keeps it in fp32 (B&B: foolbox).
+      A whole-set attack runs in bf16 only if its ``evaluate`` takes ``judge``, the fp32
+      model that decides which of its points are breaks.
     """
 
     name: str
@@ -76,6 +80,7 @@ class AttackSpec:
     settings_of: Callable[[Any, dict], dict] | None = None
     evaluate: Callable[..., AttackRun] | None = None
     expensive: bool = False
+    bf16: bool = True
 
     def __post_init__(self):
         if not callable(self.build):

@@ -17,6 +17,8 @@ Threat model: L∞ or L2 ball of radius ε (defaults: the run's training threat)
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import time
 from dataclasses import dataclass, replace
@@ -31,6 +33,7 @@ from adrnet.attacks import ATTACKS, make_threat, parse_attack_names
 from adrnet.data import DATASETS
 from adrnet.device import resolve_device
 from adrnet.errors import ConfigError, OutputError
+from adrnet.eval.precision import PRECISIONS, LowPrecision, VerifiedAttack
 from adrnet.eval.robust import robust_accuracy
 from adrnet.locking import file_lock
 from adrnet.runs import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint
@@ -66,6 +69,8 @@ class EvalOptions:
     seed: int = 0
     progress: bool = True
     out: str | None = None
+    precision: str | None = None  # "fp32" or "bf16" (attacks on a bf16 copy, breaks verified in fp32)
+    force: bool = False           # redo an evaluation that eval.json already holds
     #: the threat object (norm, ε) built and checked once by resolve_options; below it,
     #: nothing builds or checks ε again
     threat: Any = None
@@ -100,8 +105,11 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
     # the config's step size belongs to its own (steps, ε); with either overridden: 2.5·ε/steps
     step_size = options.step_size if options.step_size is not None else (
         cfg.eval.test_step_size if options.eps is None and options.steps is None else None)
+    precision = options.precision or cfg.eval.precision
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return replace(options, attacks=attacks, norm=norm, eps=eps, threat=threat, n=n, steps=steps,
-                   sweep=sweep,
+                   sweep=sweep, precision=precision,
                    step_size=step_size, restarts=options.restarts or cfg.eval.test_restarts,
                    batch_size=options.batch_size or cfg.eval.batch_size,
                    device=str(resolve_device(options.device)))
@@ -147,36 +155,65 @@ def attack_options(opts: EvalOptions) -> dict[str, dict]:
     return chosen
 
 
-def run_attacks(model, x, y, opts: EvalOptions) -> tuple:
-    """(EvalResult, extra record entries: the attacks' summaries by label) for the chosen
-    attacks. Every attack is built first (a bad setting or a missing package stops the
-    evaluation before any attack runs); those that evaluate the whole set themselves
-    (``spec.evaluate``) run next, then the others batch by batch on the clean-correct
-    examples, and the worst case is taken over all of them."""
-    threat = opts.threat
+def attack_plan(opts: EvalOptions) -> dict[str, tuple[str, dict, dict]]:
+    """Each chosen attack by label: (name, its options, the settings eval.json records)."""
     options = attack_options(opts)
-    fns, settings, whole_set = {}, {}, []
+    plan = {}
     for name in opts.attacks:
         spec = ATTACKS.get(name)
+        settings = spec.settings(opts.threat, options[name])
+        if opts.precision == "bf16" and runs_in_bf16(spec):
+            settings = {**settings, "precision": "bf16"}
+        plan[spec.label(options[name])] = (name, options[name], settings)
+    return plan
+
+
+def runs_in_bf16(spec) -> bool:
+    """Whether an attack can run on the bf16 copy with its breaks judged in fp32."""
+    return spec.bf16 and (not spec.whole_set
+                          or "judge" in inspect.signature(spec.evaluate).parameters)
+
+
+def run_attacks(model, x, y, opts: EvalOptions) -> tuple:
+    """(EvalResult, extra record entries: the attacks' summaries by label, and ``bf16_only``
+    in bf16) for the chosen attacks. Every attack is built first (a bad setting or a
+    missing package stops the evaluation before any attack runs); those that evaluate the
+    whole set themselves (``spec.evaluate``) run next, then the others batch by batch on
+    the clean-correct examples, and the worst case is taken over all of them. In bf16 the
+    attacks run on a bf16 copy of the model and the fp32 model judges every point."""
+    fast = LowPrecision(model) if opts.precision == "bf16" else None
+    fns, settings, whole_set = {}, {}, []
+    for label, (name, options, recorded) in attack_plan(opts).items():
+        spec = ATTACKS.get(name)
         if spec.whole_set:
-            whole_set.append((name, spec))
+            whole_set.append((label, spec, options))
             continue
-        label = spec.label(options[name])
-        fns[label] = spec.build(threat, **options[name])
-        settings[label] = spec.settings(threat, options[name])
-    extra, summaries = {}, {}
-    for name, spec in whole_set:
-        label = spec.label(options[name])
-        run = spec.evaluate(model, x, y, threat, device=opts.device, batch_size=opts.batch_size,
-                            progress=opts.progress, **options[name])
-        extra[label], settings[label] = run.correct, run.settings
+        fn = spec.build(opts.threat, **options)
+        fns[label] = VerifiedAttack(fn, fast) if fast is not None and spec.bf16 else fn
+        settings[label] = recorded
+    extra, summaries, seconds = {}, {}, {}
+    for label, spec, options in whole_set:
+        bf16 = fast is not None and runs_in_bf16(spec)
+        started = time.perf_counter()
+        run = spec.evaluate(fast if bf16 else model, x, y, opts.threat, device=opts.device,
+                            batch_size=opts.batch_size, progress=opts.progress,
+                            **({"judge": model} if bf16 else {}), **options)
+        seconds[label] = time.perf_counter() - started
+        extra[label] = run.correct
+        settings[label] = {**run.settings, "precision": "bf16"} if bf16 else run.settings
         if run.summary is not None:
             summaries[label] = run.summary
     result = robust_accuracy(model, x, y, fns, batch_size=opts.batch_size, settings=settings,
                              extra_correct=extra, progress=opts.progress)
+    result = replace(result, attack_seconds={**seconds, **result.attack_seconds})
     for label, fn in fns.items():
         if callable(getattr(fn, "summary", None)):  # e.g. B&B's distances
             summaries[label] = fn.summary()
+    if fast is not None:
+        counts = {label: fn.bf16_only for label, fn in fns.items() if isinstance(fn, VerifiedAttack)}
+        counts.update({label: found.pop("bf16_only") for label, found in summaries.items()
+                       if "bf16_only" in found})
+        summaries["bf16_only"] = counts
     return result, summaries
 
 
@@ -184,7 +221,8 @@ def evaluate_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                    attacks=("fgsm", "pgd"), eps: float, norm: str = "linf", steps: int = 20,
                    step_size: float | None = None, restarts: int = 1, batch_size: int = 256,
                    device: str = "cpu", seed: int = 0, progress: bool = False,
-                   attack_options: Mapping[str, Mapping[str, Any]] | None = None):
+                   attack_options: Mapping[str, Mapping[str, Any]] | None = None,
+                   precision: str = "fp32"):
     """Evaluate any model on tensors (inputs in [0, 1]): the attacks of ``adrnet eval``
     (any registered name) and the per-example worst case over them, with no run
     directory and no file written. Returns an :class:`~adrnet.eval.robust.EvalResult`
@@ -192,7 +230,8 @@ def evaluate_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     opts = EvalOptions(attacks=tuple(parse_attack_names(list(attacks))), eps=float(eps),
                        norm=norm, steps=steps, step_size=step_size, restarts=restarts,
                        batch_size=batch_size, device=str(resolve_device(device)), seed=seed,
-                       progress=progress, attack_options=attack_options, diagnostics=False)
+                       progress=progress, attack_options=attack_options, diagnostics=False,
+                       precision=precision)
     opts = replace(opts, threat=make_threat(norm, eps, x[0].numel()))
     torch.manual_seed(seed)
     return run_attacks(model.to(opts.device), x, y, opts)[0]
@@ -283,14 +322,19 @@ def evaluate_run(target: str | Path, options: EvalOptions = EvalOptions()) -> di
     with file_lock(out_path):
         previous = read_previous(out_path)
         x, y = load_eval_data(cfg, opts.split, opts.n, opts.data_root)
+        plan = evaluation_plan(opts, loaded.weights_sha256, x, y)
+        if previous is not None and previous.get("plan") == plan and not opts.force:
+            return {**previous, "path": str(out_path), "skipped": True,
+                    "notes": [f"{out_path} already holds this evaluation (the same weights, data, "
+                              "ε, precision and attacks): nothing redone; --force redoes it"]}
         torch.manual_seed(opts.seed)
         result, summaries = run_attacks(model, x, y, opts)
         record = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "checkpoint": str(stem), "which": stem.name,
                   "weights_sha256": loaded.weights_sha256, "dataset": cfg.data.name,
                   "model": cfg.model.name, "objective": cfg.objective.name, "split": opts.split,
-                  "norm": opts.norm, "eps": opts.eps, "device": opts.device, "seed": opts.seed,
-                  **result.to_dict()}
+                  "norm": opts.norm, "eps": opts.eps, "precision": opts.precision,
+                  "device": opts.device, "seed": opts.seed, **result.to_dict(), "plan": plan}
         record.update(summaries)
         sweeps, notes = kept_sweeps(previous, record)
         record.update(extra_analyses(model, x, y, opts, sweeps))
@@ -299,6 +343,22 @@ def evaluate_run(target: str | Path, options: EvalOptions = EvalOptions()) -> di
         record["seconds"] = round(time.time() - started + earlier, 1)
         write_json_atomic(out_path, record)
     return {**record, "path": str(out_path), "notes": notes}
+
+
+def evaluation_plan(opts: EvalOptions, weights_sha256: str, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Everything an evaluation's numbers depend on: the weights and data (SHA-256 of
+    each), the examples, ε, the precision, the seed, every attack's settings and the
+    optional analyses. ``eval.json`` keeps it; an evaluation with an equal plan is not
+    run again (``force`` redoes it)."""
+    data = hashlib.sha256(x.detach().cpu().float().contiguous().numpy().tobytes())
+    data.update(y.detach().cpu().contiguous().numpy().tobytes())
+    plan = {"weights_sha256": weights_sha256, "data_sha256": data.hexdigest(),
+            "split": opts.split, "n": len(y), "norm": opts.norm, "eps": opts.eps,
+            "precision": opts.precision, "seed": opts.seed,
+            "attacks": {label: recorded for label, (_, _, recorded) in attack_plan(opts).items()},
+            "sweep": list(opts.sweep or ()), "sanity": opts.sanity and opts.sanity_n,
+            "diagnostics": opts.diagnostics and opts.diagnostics_n}
+    return json.loads(json.dumps(plan))  # as it reads back from eval.json
 
 
 def extra_analyses(model, x, y, opts: EvalOptions, sweeps: dict) -> dict:

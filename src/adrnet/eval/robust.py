@@ -9,7 +9,8 @@ under every attack, so adding an attack can only lower the reported number.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import torch
@@ -35,6 +36,8 @@ class EvalResult:
     worst_case_accuracy: float
     attack_settings: dict[str, dict] = field(default_factory=dict)
     correct: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    #: wall time of each attack (its points and their judging), seconds
+    attack_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready summary (per-example flags left out)."""
@@ -44,6 +47,9 @@ class EvalResult:
             "attack_accuracy": dict(self.attack_accuracy),
             "worst_case_accuracy": self.worst_case_accuracy,
             "attack_settings": dict(self.attack_settings),
+            "attack_seconds": {k: round(v, 2) for k, v in self.attack_seconds.items()},
+            "attack_images_per_s": {k: round(self.n / v, 2) if v > 0 else None
+                                    for k, v in self.attack_seconds.items()},
         }
 
 
@@ -83,8 +89,11 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     elsewhere (e.g. AutoAttack's) into the worst case.
     """
     clean_correct = predict(model, x, batch_size).eq(y.cpu())
-    correct = {name: attack_correct(model, x, y, attack, attack_only=clean_correct,
-                                    batch_size=batch_size, desc=name, progress=progress)
-               for name, attack in attacks.items()}
+    correct, seconds = {}, {}
+    for name, attack in attacks.items():
+        started = time.perf_counter()
+        correct[name] = attack_correct(model, x, y, attack, attack_only=clean_correct,
+                                       batch_size=batch_size, desc=name, progress=progress)
+        seconds[name] = time.perf_counter() - started
     correct.update(extra_correct or {})
-    return summarize(clean_correct, correct, settings)
+    return replace(summarize(clean_correct, correct, settings), attack_seconds=seconds)

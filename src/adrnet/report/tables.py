@@ -54,13 +54,17 @@ def sweep_table_markdown(rows: Sequence[dict], norm: str = "linf") -> str:
 def format_eval(record: dict) -> str:
     """Plain-text summary of one ``eval.json`` record, for the terminal."""
     head = (f"{record.get('dataset')} / {record.get('model')} / {record.get('objective')}: "
-            f"{record['split']} split, n={record['n']}, {record['norm']} eps={record['eps']:.4g}")
-    rows = [("clean", record["clean_accuracy"])]
-    rows += list(record["attack_accuracy"].items())
-    rows.append(("worst case", record["worst_case_accuracy"]))
-    width = max(len(name) for name, _ in rows) + 2
-    lines = [head, f"{'attack':<{width}}accuracy (%)"]
-    lines += [f"{name:<{width}}{pct(value):>8}" for name, value in rows]
+            f"{record['split']} split, n={record['n']}, {record['norm']} eps={record['eps']:.4g}, "
+            f"{precision_note(record)}")
+    seconds, rates = record.get("attack_seconds") or {}, record.get("attack_images_per_s") or {}
+    rows = [("clean", record["clean_accuracy"], "")]
+    rows += [(name, value, f"{seconds[name]:>9.1f} s {rates[name] or 0:>9.1f} img/s"
+              if name in seconds else "") for name, value in record["attack_accuracy"].items()]
+    rows.append(("worst case", record["worst_case_accuracy"], ""))
+    width = max(len(name) for name, _, _ in rows) + 2
+    lines = [head, f"{'attack':<{width}}accuracy (%)" + ("   time, speed" if seconds else "")]
+    lines += [f"{name:<{width}}{pct(value):>8}{'  ' + time if time else ''}"
+              for name, value, time in rows]
     for norm, sweep in (record.get("sweeps") or {}).items():
         lines += [f"eps sweep ({norm}), accuracy (%):", sweep_table_markdown(sweep, norm).rstrip()]
     sanity = record.get("sanity")
@@ -72,16 +76,26 @@ def format_eval(record: dict) -> str:
     return "\n".join(lines)
 
 
+def precision_note(record: dict) -> str:
+    """The precision an evaluation's attacks ran in, as a table or page says it."""
+    if record.get("precision") != "bf16":
+        return "attacks in fp32"
+    missed = sum((record.get("bf16_only") or {}).values())
+    return (f"attacks in bf16, every break verified in fp32 ({missed} point(s) fooled only "
+            "the bf16 copy, counted robust)")
+
+
 def results_table(runs: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     """(headers, rows) of the robust-accuracy table across runs (one row per run)."""
     attacks = list(dict.fromkeys(a for r in runs.values() for a in r.get("attack_accuracy", {})))
-    headers = ["run", "checkpoint", "objective", "split", "n", "threat", "clean"] + attacks + ["worst case", "sanity"]
+    headers = ["run", "checkpoint", "objective", "split", "n", "threat", "precision", "clean"] + attacks + \
+        ["worst case", "sanity"]
     rows = []
     for label, r in runs.items():
         sanity = r.get("sanity")
         flag = "–" if not sanity else ("passed" if sanity["passed"] else "flags: " + ", ".join(sanity["flags"]))
         rows.append([label, str(r.get("which", "")), str(r.get("objective", "")), r["split"], str(r["n"]),
-                     f"{r['norm']} {r['eps']:.4g}", pct(r["clean_accuracy"])] +
+                     f"{r['norm']} {r['eps']:.4g}", r.get("precision", "fp32"), pct(r["clean_accuracy"])] +
                     [pct(r["attack_accuracy"].get(a)) for a in attacks] +
                     [pct(r["worst_case_accuracy"]), flag])
     return headers, rows
