@@ -44,22 +44,11 @@ from torch import nn
 
 from adrnet.attacks import Linf, pgd
 from adrnet.attacks.pgd import default_step_size
+from adrnet.eval.precision import LowPrecision  # a bf16 channels_last copy, logits in fp32
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- attack-speed:begin -->", "<!-- attack-speed:end -->"
 COMMAND = "python benchmarks/attack_speed.py"
-
-
-class Autocast(nn.Module):
-    """The model in channels_last under bf16 autocast, logits returned in fp32."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model.to(memory_format=torch.channels_last)
-
-    def forward(self, x):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return self.model(x.contiguous(memory_format=torch.channels_last)).float()
 
 
 def cpu_model() -> dict:
@@ -120,7 +109,7 @@ def load_subject(args):
 def attacks(model, args) -> dict:
     """name -> attack(x, y) for the timed configurations."""
     import torchattacks
-    fast = Autocast(model).eval()
+    fast = LowPrecision(model).eval()
     threat = Linf(args.eps)
 
     def adrnet_pgd(net):
@@ -217,12 +206,12 @@ def markdown(record: dict) -> str:
     return "\n".join(lines + [END])
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
     """Replace the text between the markers of ``path`` (or append it with them)."""
     text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
     path.write_text(text)
@@ -252,7 +241,7 @@ def parse_args(argv=None):
 def profile_step(model, x, y, args) -> None:
     """torch.profiler's operator table for one adrnet PGD step, fp32 and channels_last+bf16."""
     from torch.profiler import ProfilerActivity, profile
-    for name, net in (("fp32", model), ("channels_last+bf16", Autocast(model).eval())):
+    for name, net in (("fp32", model), ("channels_last+bf16", LowPrecision(model).eval())):
         attack = lambda: pgd(net, x, y, threat=Linf(args.eps), steps=1, step_size=args.step_size)
         attack()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
