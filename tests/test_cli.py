@@ -153,7 +153,7 @@ def test_data_info_and_fetch_hints(capsys, tiny_mnist):
     code, out, _ = run_cli("data", "info", "mnist", "--root", tiny_mnist / "nothing",
                            capsys=capsys)
     assert code == 0 and "not found" in out and "adrnet data fetch mnist" in out
-    code, out, _ = run_cli("data", "fetch", "fashion_mnist", capsys=capsys)
+    code, out, _ = run_cli("data", "fetch", "fashion_mnist", "--dry-run", capsys=capsys)
     assert code == 0 and "dataset-fashion-mnist" in out
     code, _, err = run_cli("data", "info", "imagenet", capsys=capsys)
     assert code == 2 and "unknown data set" in err
@@ -194,7 +194,8 @@ def test_data_fetch_hints_come_from_the_registry(capsys):
     fetchable = build_parser().parse_args(["data", "fetch", "mnist"])
     assert fetchable.name == "mnist"
     for name in ("fashion_mnist", "cifar10"):
-        code, out, _ = run_cli("data", "fetch", name, capsys=capsys)
+        code, out, _ = run_cli("data", "fetch", name, "--dry-run", "--root", "./data",
+                               capsys=capsys)  # the real download: tests/test_fetch.py
         assert code == 0 and DATASETS[name].how_to_get("./data") in out
     code, out, _ = run_cli("data", "info", "moons", capsys=capsys)
     assert code == 0 and "(generated)" in out

@@ -45,3 +45,25 @@ def test_extend_example_registers_all_four_and_trains_and_evaluates_with_them(tm
     assert steps and all(r["logit_pairing"] >= 0 for r in steps)
     assert json.loads((tmp_path / "objects" / "objects.json").read_text()).keys() == {"model"}
     assert "extend" in (tmp_path / "cli" / "config.toml").read_text()
+
+
+def test_own_data_example_trains_on_an_npz_and_a_folder_and_evaluates_any_model(tmp_path):
+    """examples/own_data.py: an .npz file and an image folder as data sets, a model named by
+    import path (examples/own_data_models.py), trained with adr_pgd, and `adrnet eval
+    --model ... --weights ...` on adrnet's weights and on a model trained with plain PyTorch."""
+    import sys
+    own = runpy.run_path(str(EXAMPLES / "own_data.py"))
+    path = list(sys.path)
+    try:
+        out = own["main"](["--out", str(tmp_path), "--epochs", "1"])
+    finally:
+        sys.modules.pop("own_data_models", None)
+        sys.path[:] = path
+    for where, n in (("npz", 100), ("folder", 40), ("plain", 100)):
+        assert out[where]["n"] == n and {"fgsm", "pgd-5"} <= set(out[where]["attack_accuracy"])
+        assert out[where]["model"] == "own_data_models:build"
+    assert out["plain"]["which"] == "model.pt" and out["plain"]["objective"] == "(weights file)"
+    assert out["plain"]["clean_accuracy"] > 0.9  # the plain model learnt; identity normalisation
+    folder = json.loads((tmp_path / "runs" / "folder" / "checkpoints" / "last.json").read_text())
+    assert folder["data"]["classes"] == ["dark", "light"] and folder["data"]["shape"] == [1, 8, 8]
+    assert len(folder["data"]["sha256"]) == 64

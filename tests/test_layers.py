@@ -21,12 +21,13 @@ ALLOWED = {
     "config_values": set(),
     "config": {"config_values"},  # the registries it checks names against: looked up by string
     "data": set(),
-    "attacks": set(),
+    # config_values: the bounds of attack budgets and seeds (it imports no other adrnet module)
+    "attacks": {"config_values"},
     "objectives": set(),
     "models": {"data"},
     "runs": {"config", "models"},
     # eval computes and writes eval.json: never train, and never report (showing is above it)
-    "eval": {"runs", "attacks", "data"},
+    "eval": {"runs", "attacks", "data", "config_values"},
     # report only shows records: it reads run files through runs.records (config.toml,
     # metrics.jsonl, eval.json, the checkpoint's record) and needs nothing else of adrnet;
     # it runs no model and no attack, so never eval or train

@@ -309,15 +309,17 @@ def test_interrupt_and_resume_is_bit_identical_with_dropout_bf16_channels_last(
 
 
 def test_a_signal_after_the_last_step_is_not_swallowed(tmp_path, monkeypatch):
-    """SIGTERM during the final validation: the run finishes and saves, then train()
-    raises, so a caller running several trainings (adrnet ablate) stops too."""
+    """SIGTERM just after the final validation: the run finishes and saves, then train()
+    raises, so a caller running several trainings (adrnet ablate) stops too. (A signal
+    during a validation cuts it short: tests/test_value_faults.py.)"""
     from adrnet.train import TrainingInterrupted, loop
     real = loop.validate
 
     def validate_then_signal(run, epoch):
+        result = real(run, epoch)
         if epoch + 1 == run.cfg.train.epochs:
             signal.raise_signal(signal.SIGTERM)
-        return real(run, epoch)
+        return result
     monkeypatch.setattr(loop, "validate", validate_then_signal)
     cfg = config_from_dict(tiny_config(train={"epochs": 2}))
     with pytest.raises(TrainingInterrupted, match="after the run's last step") as stopped:

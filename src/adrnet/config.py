@@ -21,7 +21,10 @@ from typing import Any, Literal, Optional
 
 import tomli_w
 
-from adrnet.config_values import check_ranges, coerce_section, parse_override
+from adrnet.config_values import (
+    MAX_ATTACK_STEPS, MAX_LR, MAX_THREADS, TORCH_SEED_RANGE, check_nesting,
+    check_ranges, check_seed, check_step_budget, coerce_section, parse_override, read_config_file,
+)
 from adrnet.device import DEVICES
 from adrnet.errors import ConfigError
 
@@ -63,7 +66,7 @@ class ModelConfig:
 class AttackConfig:
     threat: Literal["linf", "l2"] = "linf"
     eps: float = _opt(0.3, ge=0)
-    steps: int = _opt(40, ge=1)
+    steps: int = _opt(40, ge=1, le=MAX_ATTACK_STEPS)  # bound: adrnet.config_values
     step_size: float = _opt(0.01, gt=0)
     random_start: bool = True
     train_mode: bool = False             # attack in train mode (TF reference) instead of eval
@@ -91,10 +94,10 @@ class AwpConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     name: Literal["sgd", "adam"] = "sgd"
-    lr: float = _opt(0.01, gt=0)
+    lr: float = _opt(0.01, gt=0, le=MAX_LR)  # bound (also of lr x lr_factors): config_values
     momentum: float = _opt(0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = _opt(0.0, ge=0)
+    weight_decay: float = _opt(0.0, ge=0, le=MAX_LR)
     betas: tuple[float, float] = (0.9, 0.999)
     awp: Optional[AwpConfig] = None      # a table {gamma, warmup_epochs}; unset: no AWP
 
@@ -123,7 +126,7 @@ class TrainConfig:
     checkpoint_every: int = _opt(0, ge=0)  # steps between resumable checkpoints; 0: epoch ends
     log_every: int = _opt(50, ge=1)      # steps between step records in metrics.jsonl
     progress: bool = True                # tqdm progress bar
-    num_threads: int = _opt(0, ge=0)     # CPU threads; 0: torch's default
+    num_threads: int = _opt(0, ge=0, le=MAX_THREADS)  # CPU threads; 0: torch's default
 
 
 @dataclass(frozen=True)
@@ -134,10 +137,10 @@ class EvalConfig:
     eps: Optional[float] = _opt(None, ge=0)
     val_every: int = _opt(1, ge=1)       # epochs between validations (the last always runs)
     val_size: int = _opt(1000, ge=0)     # validation examples used; 0: the whole split
-    val_steps: int = _opt(20, ge=1)      # PGD-k of validation
+    val_steps: int = _opt(20, ge=1, le=MAX_ATTACK_STEPS)  # PGD-k of validation
     val_step_size: Optional[float] = _opt(None, gt=0)  # unset: 2.5 x eps / val_steps
     batch_size: int = _opt(500, ge=1)
-    test_steps: int = _opt(200, ge=1)    # PGD-k of `adrnet eval` (the paper: PGD-200)
+    test_steps: int = _opt(200, ge=1, le=MAX_ATTACK_STEPS)  # PGD-k of `adrnet eval` (paper: 200)
     test_step_size: Optional[float] = _opt(None, gt=0)  # unset: 2.5 x eps / test_steps
     test_restarts: int = _opt(1, ge=1)
     autoattack_n: int = _opt(1000, ge=0)  # first N test images for AutoAttack
@@ -178,6 +181,7 @@ def config_from_dict(raw: dict) -> Config:
     """Build and validate a Config from nested plain data (missing keys: defaults)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a table of sections, got {type(raw).__name__}")
+    check_nesting(raw)
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"unknown config section [{unknown[0]}]; allowed sections: "
@@ -224,7 +228,7 @@ def load_config(path: str | os.PathLike | None, overrides=()) -> Config:
         import_plugins(modules if isinstance(modules, (list, tuple)) else [modules])
     model = raw.get("model")
     if isinstance(model, dict) and isinstance(model.get("name"), str) and ":" in model["name"]:
-        from adrnet.models.imported import import_model_module
+        from adrnet.plugins import import_model_module
         import_model_module(model["name"])  # a file (or option) the user chose names it
     return config_from_dict(raw)
 
@@ -264,15 +268,17 @@ def _read_toml(path: Path) -> dict:
     if path.is_dir():
         raise ConfigError(f"config path {path} is a directory; give a .toml file in it "
                           f"(e.g. a preset from configs/ or a run's config.toml)")
-    if not path.is_file():
+    try:  # a regular file of at most 1 MiB only (a FIFO, /dev/zero: refused, not read)
+        raw = tomllib.loads(read_config_file(path))
+    except FileNotFoundError:
         hint = sorted(p.name for p in Path("configs").glob("*.toml"))[:40]
         raise ConfigError(f"config file {path} not found" +
-                          (f"; presets in configs/: {', '.join(hint)}" if hint else ""))
-    try:
-        with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
+                          (f"; presets in configs/: {', '.join(hint)}" if hint else "")) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests lists or tables too deeply to be read "
+                          "(a config value needs 4 levels at most)") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     if not raw:
@@ -308,7 +314,7 @@ def _check_consistency(cfg: Config) -> None:
     _check_registry("data.name", cfg.data.name, "adrnet.data", "DATASETS")
     _check_data(cfg)
     if ":" in cfg.model.name:  # "package.module:factory": its form only; nothing is imported
-        from adrnet.models.imported import split_import_path
+        from adrnet.plugins import split_import_path
         split_import_path(cfg.model.name)
     else:
         _check_registry("model.name", cfg.model.name, "adrnet.models", "MODELS")
@@ -316,6 +322,40 @@ def _check_consistency(cfg: Config) -> None:
     _check_weights(cfg.objective.weights)
     _check_objective_trains(cfg)
     _check_radius(cfg)
+    _check_bounds(cfg)  # seeds, lr x factors, attack step budgets, model size
+
+
+
+def _check_bounds(cfg: Config) -> None:
+    """The bounds (adrnet.config_values) that involve several keys (the single-key ones are
+    field limits above): seeds, lr x lr_factors, the attacks' step budget and the model's
+    size (adrnet.models.size). Run on every config read, a checkpoint's record included."""
+    check_seed("config key 'train.seed'", cfg.train.seed, TORCH_SEED_RANGE, "torch.manual_seed")
+    toy = _registry("adrnet.data.toy", "TOY_GENERATORS") or ()
+    if cfg.data.name in toy:  # generated by numpy's default_rng, which takes seeds >= 0
+        check_seed(f"config key 'data.split_seed' (data set {cfg.data.name!r}, generated by "
+                   "numpy)", cfg.data.split_seed, (0, TORCH_SEED_RANGE[1]), "numpy's default_rng")
+    else:
+        check_seed("config key 'data.split_seed'", cfg.data.split_seed, TORCH_SEED_RANGE,
+                   "torch.Generator.manual_seed")
+    sched = cfg.schedule
+    for index, factor in enumerate(sched.lr_factors):
+        if cfg.optim.lr * factor > MAX_LR:
+            raise ConfigError(f"config key 'schedule.lr_factors[{index}]' = {factor:g} makes the "
+                              f"learning rate optim.lr x factor = {cfg.optim.lr * factor:g}, above "
+                              f"{MAX_LR:g} (no run learns at such a rate; float32 overflows)")
+    eps = cfg.attack.eps
+    reported = eps if cfg.eval.eps is None else cfg.eval.eps
+    check_step_budget("config key 'attack.step_size'", cfg.attack.steps, cfg.attack.step_size,
+                      eps, "raise attack.step_size or attack.steps")
+    for kind in ("val", "test"):
+        size = getattr(cfg.eval, f"{kind}_step_size")
+        if size is not None:
+            check_step_budget(f"config key 'eval.{kind}_step_size'", getattr(cfg.eval, f"{kind}_steps"),
+                              size, reported, f"leave it unset for 2.5 x eps / eval.{kind}_steps")
+    fits = _registry("adrnet.models.size", "check_model_fits")
+    if fits is not None:
+        fits(cfg)
 
 
 def _check_objective_trains(cfg: Config) -> None:

@@ -5,6 +5,11 @@ TRADES is configured by; this module checks *that* a TOML table fits those
 declarations (types from the dataclass annotations, limits from field metadata)
 and parses ``section.key=value`` overrides with TOML value syntax. Every problem
 is a :class:`ConfigError` naming the dotted key and what is allowed.
+
+It also holds the bounds of values that have no natural upper limit (steps, learning
+rates, seeds, threads, model sizes), each justified where it is defined, and reads a
+config file only when it is a small regular file: a hostile or mistaken value must end
+as one message, never as a traceback, an abort inside a native library or a hang.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
+import stat
 import tomllib
 import typing
 from typing import Any, Literal, Union
@@ -136,4 +143,143 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"value = {raw}")["value"]
     except tomllib.TOMLDecodeError:
         value = raw
+    except RecursionError:  # tomllib parses nested lists / tables recursively
+        raise ConfigError(f"override '{key}=...' nests lists or tables too deeply to be read "
+                          f"(a config value needs 4 levels at most, {MAX_NESTING} are read)") from None
     return keys, value
+
+
+# --- bounds of values that have no natural upper limit ----------------------------------
+
+#: The most PGD steps an attack of the config or of ``adrnet eval`` may take. The longest
+#: PGD in the robustness literature is PGD-1000 (e.g. the "more steps" checks of Carlini
+#: et al. 2019, "On evaluating adversarial robustness"); the paper evaluates with PGD-200.
+#: 10x that keeps every real use and turns ``steps = 10**20`` (a run that never ends and
+#: that only SIGKILL stops) into a message.
+MAX_ATTACK_STEPS = 10_000
+
+#: Upper bound of optim.lr, optim.weight_decay and of lr x each schedule.lr_factors entry.
+#: Learning rates in use are <= 1 (SGD 0.1 on CIFAR, Adam 1e-3), weight decay <= 1e-2; an
+#: SGD step multiplies the weights by 1 - lr x wd, so anything near 1e3 has already
+#: diverged, while values like 1e300 overflow float32 inside torch (a traceback, not a
+#: message). 1e3 leaves a factor 1000 of head room above any working setting.
+MAX_LR = 1e3
+
+#: Upper bound of train.num_threads. The largest CPU machines have a few hundred hardware
+#: threads (2 x 192-core EPYC: 768), so more than 1024 only slows a run down; and libgomp
+#: aborts the whole process (no error line) when asked for ~10^5 threads. A fixed bound,
+#: not os.cpu_count(): a run trained on a large machine must still load on a laptop.
+MAX_THREADS = 1024
+
+#: One grey level of an 8-bit image, in the [0, 1] input scale every threat model uses.
+GREY_LEVEL = 1 / 255
+
+#: The largest config file read. The presets are 1-3 kB; 1 MiB is 300x that, and a file
+#: beyond it is no config (reading a 2 GB file whole took 4.4 GB of memory).
+MAX_CONFIG_BYTES = 1 << 20
+
+#: How deep config values may nest (section > key > table > list ...). A config needs 4
+#: levels (``model.options.hidden[0]``); deeper values would reach Python's recursion
+#: limit when written to TOML or JSON.
+MAX_NESTING = 16
+
+#: Seeds that go to torch.manual_seed / torch.Generator.manual_seed: every int64 and uint64
+#: value, exactly what torch accepts (so no seed that worked before is refused).
+TORCH_SEED_RANGE = (-(2 ** 63), 2 ** 64)
+#: Seeds of numpy's legacy RandomState (scikit-learn's t-SNE in ``adrnet eval``): [0, 2^32).
+NUMPY_SEED_RANGE = (0, 2 ** 32)
+
+
+def check_step_budget(what: str, steps: int, step_size: float, eps: float, hint: str) -> None:
+    """Refuse a step size with which ``steps`` steps cannot move an input by one grey level
+    (or, in a ball smaller than that, to the ball's edge): such an attack leaves the inputs
+    all but clean and overstates robustness (``--step-size 1e-30`` reported 88.0% against
+    85.5% with the default step).
+
+    The bound holds for every threat model: a step of size s changes no coordinate by more
+    than s (an L∞ step moves each by exactly s; an L2 or L1 step of length s moves none by
+    more than its length), projection only shortens the path, so after k steps no pixel
+    has moved by more than k x s. (The factor 1 - 1e-9 forgives the rounding of k x (a/k).)"""
+    need = min(GREY_LEVEL, eps)
+    if steps * step_size < need * (1 - 1e-9):
+        raise ConfigError(
+            f"{what} = {step_size:g} with {steps} steps moves an input by at most "
+            f"{steps * step_size:.3g} in the whole attack, less than "
+            + ("one grey level (1/255)" if need == GREY_LEVEL else f"eps = {eps:g}")
+            + f": the attack could not change the input and would overstate robustness; "
+            f"steps x step size must be >= {need:.6g} ({hint})")
+
+
+def check_seed(what: str, value: int, bounds: tuple[int, int], user: str) -> None:
+    """Refuse a seed outside ``[low, high)`` (the range ``user`` accepts)."""
+    low, high = bounds
+    if not low <= value < high:
+        raise ConfigError(f"{what} must be a whole number from {_power(low)} to "
+                          f"{_power(high)} - 1 ({user} accepts no other), got {value}")
+
+
+def _power(n: int) -> str:
+    """-2**63, 2**64 ... as text, else the number."""
+    sign, size = ("-" if n < 0 else ""), abs(n)
+    return f"{sign}2**{size.bit_length() - 1}" if size > 1 and size & (size - 1) == 0 else str(n)
+
+
+def check_nesting(raw: Any, limit: int = MAX_NESTING) -> None:
+    """Refuse values nested deeper than ``limit`` levels (counted without recursion, so a
+    10^5-deep value gets this message and not a RecursionError)."""
+    stack = [(raw, 0, "")]
+    while stack:
+        value, depth, key = stack.pop()
+        if depth > limit:
+            raise ConfigError(f"config key '{key}' is nested more than {limit} levels deep "
+                              "(tables in lists in tables...); a config value needs 4 at most")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1, f"{key}.{k}" if key else str(k)) for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1, f"{key}[{i}]") for i, v in enumerate(value))
+
+
+def read_config_file(path: os.PathLike) -> str:
+    """The text of config file ``path``, read only if it is a regular file of at most
+    :data:`MAX_CONFIG_BYTES`. A FIFO, a device or a socket is refused by its kind without
+    being read (reading a FIFO waits for a writer; /dev/zero never ends). The file is
+    opened non-blocking and its kind and size are checked on the open descriptor, so a
+    path swapped after a first look is refused too."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise  # the caller names the presets
+    except IsADirectoryError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"config path {path} is {_file_kind(info.st_mode)}, not a regular "
+                              "file; give a .toml file (e.g. a preset from configs/)")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is {_size(info.st_size)}; a config is a few "
+                              f"KiB (at most {_size(MAX_CONFIG_BYTES)} is read): is it the right file?")
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:  # it grew after the look at its size
+        raise ConfigError(f"config file {path} is larger than {_size(MAX_CONFIG_BYTES)}; a "
+                          "config is a few KiB: is it the right file?")
+    return data.decode("utf-8")
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"  # not reached

@@ -158,10 +158,8 @@ def _aa_settings_of(plan: EvalPlan) -> tuple:
 
 
 def _test_size(cfg: Config) -> int:
-    from adrnet.data import load_splits
-    splits = load_splits(cfg.data.name, root=cfg.data.root, val_size=cfg.data.val_size,
-                         seed=cfg.data.split_seed)
-    return len(splits.test.y)
+    from adrnet.data import load
+    return len(load(cfg.data).test.y)
 
 
 def run_study(variants: dict[str, Config], out_dir: str | Path, plan: EvalPlan = EvalPlan(),

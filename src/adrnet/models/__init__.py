@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from adrnet.errors import ConfigError
 from adrnet.models.classifier import Classifier, Normalize
+from adrnet.models.imported import build_imported, factory_options, is_import_path
 from adrnet.models.mlp import build_mlp
 from adrnet.models.resnet import build_preact_resnet18, build_resnet18
 from adrnet.models.smallcnn import build_smallcnn
@@ -51,7 +52,10 @@ _COMMON = ("num_classes", "in_shape", "mean", "std", "latent")
 
 
 def model_options(name: str) -> dict[str, object]:
-    """The extra keyword options of model ``name`` with their defaults."""
+    """The extra keyword options of model ``name`` with their defaults (an import path's
+    factory that takes ``**kwargs``: none listed)."""
+    if is_import_path(name):
+        return factory_options(name) or {}
     builder = _builder(name)
     params = inspect.signature(builder).parameters.values()
     return {p.name: p.default for p in params if p.name not in _COMMON}
@@ -63,9 +67,18 @@ def build_model(name: str, *, num_classes: int, in_shape: Sequence[int],
     """Build registry model ``name``; unknown names or options raise ConfigError.
 
     ``latent`` names the stage whose flattened output is ADR's z (None: the model's
-    default, see docs/method.md). The returned model records how it was built in
-    ``model.spec`` (a JSON-able dict), so checkpoints can name and rebuild it.
+    default, see docs/method.md). ``name`` may be an import path
+    ``"package.module:factory"`` (adrnet.models.imported; its module must be imported
+    already). The returned model records how it was built in ``model.spec`` (a JSON-able
+    dict), so checkpoints can name and rebuild it.
     """
+    if is_import_path(name):
+        model = build_imported(name, num_classes=num_classes, in_shape=_check_in_shape(in_shape),
+                               mean=mean, std=std, latent=latent, **options)
+        model.spec = {"name": name, "num_classes": num_classes, "in_shape": list(in_shape),
+                      "mean": _floats(mean), "std": _floats(std), "latent": latent,
+                      "options": _plain(dict(options))}
+        return model
     allowed = model_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -85,13 +98,24 @@ def build_model(name: str, *, num_classes: int, in_shape: Sequence[int],
 
 def model_from_config(cfg, info=None) -> Classifier:
     """The model a run config describes, for its data set (``info``, a DatasetInfo; default:
-    the registry's for ``data.name``), freshly initialised from the current torch RNG: what
-    training builds and what a checkpoint is loaded into."""
-    from adrnet.data import DATASETS
-    info = DATASETS.get(cfg.data.name) if info is None else info
+    :func:`adrnet.data.describe` of ``cfg.data``), freshly initialised from the current torch
+    RNG: what training builds and what a checkpoint is loaded into."""
+    from adrnet.data import describe
+    info = describe(cfg.data) if info is None else info
     return build_model(cfg.model.name, num_classes=info.num_classes, in_shape=info.shape,
                        mean=info.mean, std=info.std, latent=cfg.model.latent,
                        **cfg.model.options)
+
+
+def info_from_spec(name: str, spec):
+    """The DatasetInfo (shape, classes, normalisation) a model's recorded ``spec`` was built
+    for, or None when the record lacks them."""
+    from adrnet.data import DatasetInfo
+    try:
+        return DatasetInfo(name, tuple(int(d) for d in spec["in_shape"]), int(spec["num_classes"]),
+                           tuple(map(float, spec["mean"])), tuple(map(float, spec["std"])), False)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _plain(options: dict) -> dict:

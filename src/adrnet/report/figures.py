@@ -5,17 +5,42 @@ to eval.json; this is the only module that draws them (training curves, robust
 accuracy vs ε, divergence across layers, t-SNE of the latent z), so matplotlib
 stays an optional dependency touched in one place. Figures are built on
 matplotlib's object API (no pyplot global state, no display) and returned as
-PNG bytes; the ``plot_*`` helpers draw on an axis the caller owns.
+PNG bytes; the ``plot_*`` helpers draw on an axis the caller owns. Run names and layer
+names are shown as written: never parsed as mathtext or LaTeX (a run named ``a$\\foo$b``
+would otherwise stop the report) and never hidden from a legend (a leading ``_``).
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
 
 ACC_KEYS = ("acc_clean", "acc_adv", "val_acc_clean", "val_acc_robust")
+
+
+#: PNG metadata of every figure: how a later report recognises an image it may overwrite.
+PNG_SOFTWARE = "adrnet report"
+
+
+def plain(text) -> str:
+    """``text`` as matplotlib shows it literally: every ``$`` escaped (no mathtext), and a
+    leading ``_`` (which hides a legend entry) preceded by a space."""
+    text = str(text).replace("$", r"\$")
+    return " " + text if text.startswith("_") else text
+
+
+def _no_tex(draw):
+    """Draw with LaTeX off, whatever the user's matplotlibrc says (``text.usetex``)."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+        with matplotlib.rc_context({"text.usetex": False}):
+            return draw(*args, **kwargs)
+    return wrapper
 
 
 def _figure(width: float, height: float):
@@ -25,16 +50,23 @@ def _figure(width: float, height: float):
 
 def to_png(fig) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", metadata={"Software": PNG_SOFTWARE})
     return buffer.getvalue()
 
 
 def _curve(records: list[dict], key: str) -> tuple[list, list]:
-    points = [(r.get("epoch", i), r[key]) for i, r in enumerate(records)
-              if isinstance(r.get(key), (int, float))]
+    points = [(r["epoch"] if _number(r.get("epoch")) else i, r[key]) for i, r in enumerate(records)
+              if _number(r.get(key))]
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def _number(value) -> bool:
+    """A number an axis can hold: JSON allows NaN, Infinity and 1e308, none of which can."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value) and abs(value) <= 1e100
+
+
+@_no_tex
 def training_curves(metrics: Mapping[str, list[dict]]) -> bytes | None:
     """Loss and accuracies per epoch (step records when a run has no epoch yet). A run
     keeps one colour in both panels and each accuracy one line style, so the legends
@@ -50,7 +82,7 @@ def training_curves(metrics: Mapping[str, list[dict]]) -> bytes | None:
     for label, records in metrics.items():
         epochs = [r for r in records if r.get("kind") == "epoch"] or records
         xs, ys = _curve(epochs, "loss")
-        line = ax_loss.plot(xs, ys, marker=".", label=label)[0]
+        line = ax_loss.plot(xs, ys, marker=".", label=plain(label))[0]
         for key, style in styles.items():
             xs, ys = _curve(epochs, key)
             if xs:
@@ -66,6 +98,7 @@ def training_curves(metrics: Mapping[str, list[dict]]) -> bytes | None:
     return to_png(fig)
 
 
+@_no_tex
 def sweep_figure(sweeps: Mapping[str, Mapping[str, list[dict]]]) -> bytes | None:
     """Robust accuracy vs ε, one panel per norm, one line per run."""
     norms = sorted({norm for per_run in sweeps.values() for norm in per_run})
@@ -79,6 +112,7 @@ def sweep_figure(sweeps: Mapping[str, Mapping[str, list[dict]]]) -> bytes | None
     return to_png(fig)
 
 
+@_no_tex
 def divergence_figure(curves: Mapping[str, Mapping[str, float]]) -> bytes | None:
     if not curves:
         return None
@@ -89,6 +123,7 @@ def divergence_figure(curves: Mapping[str, Mapping[str, float]]) -> bytes | None
     return to_png(fig)
 
 
+@_no_tex
 def tsne_figure(embeddings: Mapping[str, Mapping[str, list]]) -> bytes | None:
     """Side-by-side t-SNE panels (one per run) of clean (o) and adversarial (x) z."""
     if not embeddings:
@@ -103,7 +138,7 @@ def tsne_figure(embeddings: Mapping[str, Mapping[str, list]]) -> bytes | None:
 def plot_sweep(ax, curves: dict[str, Sequence[dict]], norm: str = "linf") -> None:
     """Worst-case accuracy vs ε, one line per run, on a matplotlib axis."""
     for label, rows in curves.items():
-        ax.plot([r["eps"] for r in rows], [100 * r["worst_case"] for r in rows], marker="o", label=label)
+        ax.plot([r["eps"] for r in rows], [100 * r["worst_case"] for r in rows], marker="o", label=plain(label))
     ax.set_xlabel("ε (L∞)" if norm == "linf" else "ε (L2)")
     ax.set_ylabel("robust accuracy (%)")
     ax.set_ylim(-2, 102)
@@ -115,7 +150,7 @@ def plot_sweep(ax, curves: dict[str, Sequence[dict]], norm: str = "linf") -> Non
 def plot_divergence(ax, curves: Mapping[str, Mapping[str, float]]) -> None:
     """D_s across layers, one line per run."""
     for label, divergence in curves.items():
-        ax.plot(list(divergence), list(divergence.values()), marker="o", label=label)
+        ax.plot([plain(k) for k in divergence], list(divergence.values()), marker="o", label=plain(label))
     ax.set_xlabel("layer (stage)")
     ax.set_ylabel("mean |z(x') − z(x)| / mean |z(x)|")
     ax.tick_params(axis="x", labelrotation=45, labelsize=7)
@@ -132,7 +167,7 @@ def plot_tsne(ax, embedding: Mapping[str, list], title: str = "") -> None:
     cmap = "tab10" if vmax < 10 else "tab20"
     ax.scatter(clean[:, 0], clean[:, 1], c=labels, cmap=cmap, vmin=0, vmax=vmax, s=8, marker="o", label="clean")
     ax.scatter(adv[:, 0], adv[:, 1], c=labels, cmap=cmap, vmin=0, vmax=vmax, s=14, marker="x", label="adversarial")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(plain(title), fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
     from matplotlib.lines import Line2D

@@ -15,8 +15,14 @@ import base64
 import csv
 import html
 import io
+import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
+from urllib.parse import quote
+
+#: The first line of a page ``adrnet report`` writes (after ``<!DOCTYPE html>`` in the
+#: HTML page): how a later report recognises a file it may overwrite.
+REPORT_MARKER = "<!-- written by adrnet report: running it again overwrites this file -->"
 
 
 @dataclass(frozen=True)
@@ -85,25 +91,45 @@ def precision_note(record: dict) -> str:
             "the bf16 copy, counted robust)")
 
 
-def results_table(runs: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
-    """(headers, rows) of the robust-accuracy table across runs (one row per run)."""
-    attacks = list(dict.fromkeys(a for r in runs.values() for a in r.get("attack_accuracy", {})))
-    headers = ["run", "checkpoint", "objective", "split", "n", "threat", "precision", "clean"] + attacks + \
-        ["worst case", "sanity"]
+def results_table(runs: Mapping[str, dict] | Sequence[tuple[str, str, dict]]
+                  ) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of the robust-accuracy table: one row per run (``runs`` a mapping
+    of label to ``eval.json`` record) or per evaluation (``runs`` a list of (run label,
+    evaluation file name, record), with a column naming the file). "worst case" is that
+    row's own: the per-example worst case over the attacks of that one evaluation."""
+    entries = ([(label, "", r) for label, r in runs.items()] if isinstance(runs, Mapping)
+               else list(runs))
+    named = any(name for _, name, _ in entries)
+    attacks = list(dict.fromkeys(a for _, _, r in entries for a in r.get("attack_accuracy", {})))
+    headers = ["run", "checkpoint", "objective"] + (["evaluation"] if named else []) + \
+        ["split", "n", "threat", "precision", "clean"] + attacks + ["worst case (its attacks)", "sanity"]
     rows = []
-    for label, r in runs.items():
+    for label, name, r in entries:
         sanity = r.get("sanity")
         flag = "–" if not sanity else ("passed" if sanity["passed"] else "flags: " + ", ".join(sanity["flags"]))
-        rows.append([label, str(r.get("which", "")), str(r.get("objective", "")), r["split"], str(r["n"]),
-                     f"{r['norm']} {r['eps']:.4g}", r.get("precision", "fp32"), pct(r["clean_accuracy"])] +
+        rows.append([label, str(r.get("which", "")), str(r.get("objective", ""))] + ([name] if named else []) +
+                    [r["split"], str(r["n"]), f"{r['norm']} {r['eps']:.4g}", str(r.get("precision", "fp32")),
+                     pct(r["clean_accuracy"])] +
                     [pct(r["attack_accuracy"].get(a)) for a in attacks] +
                     [pct(r["worst_case_accuracy"]), flag])
     return headers, rows
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]|$~#]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+
+
+def md_escape(text) -> str:
+    """``text`` as Markdown shows it literally: HTML (``<b>``, ``&amp;``) as text, the
+    characters that make emphasis, links, code, tables or math backslash-escaped (an
+    underscore inside a word, as in ``adr_pgd``, is left alone: it makes no emphasis),
+    line breaks as spaces (a table row is one line)."""
+    text = html.escape(str(text), quote=False).replace("\r", " ").replace("\n", " ")
+    return _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(md_escape(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -190,7 +216,7 @@ h2{border-bottom:1px solid #ccc;padding-bottom:4px}.meta{color:#666;font-size:13
 
 def render_html(title: str, sections: list[Section], meta: str) -> str:
     """The report as one self-contained page: every image embedded as base64 PNG."""
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    parts = [f"<!DOCTYPE html>\n{REPORT_MARKER}\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
              f"<p class='meta'>{html.escape(meta)}</p>"]
     for s in sections:
@@ -206,14 +232,16 @@ def render_html(title: str, sections: list[Section], meta: str) -> str:
 
 
 def render_markdown(title: str, sections: list[Section], meta: str, image_dir: str) -> str:
-    """The report's Markdown twin; its images are the PNG files in ``image_dir``."""
-    parts = [f"# {title}\n", f"_{meta}_\n"]
+    """The report's Markdown twin; its images are the PNG files in ``image_dir``. Every
+    text is escaped (:func:`md_escape`): run names, titles and notes show as written,
+    never as HTML or Markdown."""
+    parts = [REPORT_MARKER + "\n", f"# {md_escape(title)}\n", f"_{md_escape(meta)}_\n"]
     for s in sections:
-        parts.append(f"## {s.title}\n")
+        parts.append(f"## {md_escape(s.title)}\n")
         if s.text:
-            parts.append(s.text + "\n")
+            parts.append(md_escape(s.text) + "\n")
         if s.table:
             parts.append(markdown_table(*s.table))
         if s.image:
-            parts.append(f"![{s.title}]({image_dir}/{s.image_name})\n")
+            parts.append(f"![{md_escape(s.title)}]({quote(f'{image_dir}/{s.image_name}')})\n")
     return "\n".join(parts)

@@ -16,7 +16,7 @@ import torch
 
 from adrnet.config import Config, config_from_dict
 from adrnet.errors import CheckpointError, ConfigError
-from adrnet.models import model_from_config
+from adrnet.models import info_from_spec, model_from_config
 from adrnet.runs.checkpoint import (
     CHECKPOINT_DIR, CheckpointFiles, _SUFFIXES, checkpoint_files, open_checkpoint, read_weights,
 )
@@ -93,6 +93,15 @@ def config_of(meta: dict, source) -> Config:
         raise CheckpointError(f"{source} records a config this adrnet cannot use: {exc}{hint}") from None
 
 
+def recorded_data(cfg: Config, meta: dict):
+    """For a run on a data file (its record has "data", the file's SHA-256): the data set's
+    facts its model was built for, as the checkpoint records them (so loading the model
+    needs no data file); else None (the data set's own)."""
+    if not isinstance(meta.get("data"), dict):
+        return None
+    return info_from_spec(cfg.data.name, meta.get("model"))
+
+
 @dataclass(frozen=True)
 class LoadedCheckpoint:
     """A checkpoint's model (eval mode), config, files and the SHA-256 of its weights
@@ -129,7 +138,7 @@ def load_checkpoint(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu"
                               "that architecture: adrnet.load_model(RUN, model=module)")
     if model is None:
         with torch.random.fork_rng(devices=[]):
-            model = model_from_config(cfg)
+            model = model_from_config(cfg, recorded_data(cfg, meta))
     weights = read_weights(files, meta)  # verified against meta's SHA-256
     check_architecture(model, weights, files.path("weights"))
     model.load_state_dict(weights)

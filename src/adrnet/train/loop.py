@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from adrnet.attacks import pgd
+from adrnet.attacks.pgd import checking_each_step
 from adrnet.attacks.inference import attack_correct, predict
 from adrnet.atomic import write_json_atomic
 from adrnet.config import Config, save_config
@@ -43,7 +45,8 @@ from adrnet.train.metrics import (MetricsLog, accumulate, epoch_line, epoch_reco
                                   step_record)
 from adrnet.train.resume import restore_run, save_run
 from adrnet.train.schedules import adr_factor, eps_factor, lr_factor
-from adrnet.train.signals import TrainingInterrupted, signal_name, stop_on_signals
+from adrnet.train.signals import (StopRequested, TrainingInterrupted, signal_name, stop_check,
+                                  stop_on_signals)
 from adrnet.train.state import Objects, Run, build_run, training_attack, validation_step_size
 
 STEP_STREAM = 1        # the step seeds' stream number (see adrnet/seeds.py)
@@ -96,14 +99,20 @@ def _train(cfg: Config, run_dir: Path, info, stop, resume: bool, objects: Object
     else:
         _start_fresh(run)
         records = []
+    pending = _validation_pending(run)
     if info.is_main:
-        if run.epoch < cfg.train.epochs:  # a resume with nothing to do keeps its config.toml
+        if run.epoch < cfg.train.epochs or pending:  # a resume with nothing to do keeps config.toml
             save_config(cfg, run_dir / "config.toml")
             if run.objects:
                 write_json_atomic(run_dir / OBJECTS_FILE, run.objects)
-        tqdm.write(_describe_start(run, resume))
+        tqdm.write(_describe_start(run, resume, pending))
     run.metrics = MetricsLog(run_dir, records, enabled=info.is_main, tb_step=run.global_step)
     try:
+        if pending:  # a signal stopped the last epoch's validation: that epoch ends now
+            run.epoch -= 1
+            record = _finish_epoch(run)
+            if info.is_main:
+                tqdm.write(epoch_line(record, cfg.train.epochs))
         while run.epoch < cfg.train.epochs:
             _run_epoch(run)
             record = _finish_epoch(run)
@@ -133,12 +142,25 @@ def _start_fresh(run: Run) -> None:
             remove_checkpoint(stale)
 
 
-def _describe_start(run: Run, resumed: bool) -> str:
+def _validation_pending(run: Run) -> bool:
+    """Whether ``run`` was saved by a signal during a validation (:func:`_finish_epoch`): at
+    the start of an epoch the running sums are otherwise always empty; these are the sums
+    of the epoch before, whose record waits for that validation."""
+    return run.step == 0 and run.epoch > 0 and bool(run.running)
+
+
+def _describe_start(run: Run, resumed: bool, pending: bool = False) -> str:
+    again = (f"validating epoch {run.epoch} again (a signal stopped its validation)"
+             if pending else "")
     if run.epoch >= run.cfg.train.epochs:
+        if pending:
+            return f"resuming: {again}; run directory {run.run_dir}"
         return (f"{run.run_dir} has already completed {run.epoch} epochs: nothing to do "
                 f"(extend it with --resume {run.run_dir} --set train.epochs=N)")
     what = (f"resuming at epoch {run.epoch + 1}, step {run.step + 1}" if resumed
             else "starting")
+    if pending:
+        what = f"resuming at epoch {run.epoch + 1}, step 1, after {again}"
     return (f"{what}: {run.cfg.objective.name} on {run.cfg.data.name} with "
             f"{run.cfg.model.name}, {run.info.world_size} process(es) on {run.device}, "
             f"{run.steps_per_epoch} steps/epoch; run directory {run.run_dir}")
@@ -281,7 +303,10 @@ def _finish_epoch(run: Run) -> dict:
     improved = False
     if (epoch + 1) % cfg.eval.val_every == 0 or epoch + 1 == cfg.train.epochs:
         average_buffers(run.model)  # under DDP: every rank validates the same network
-        record.update(validate(run, epoch))
+        try:
+            record.update(validate(run, epoch))
+        except StopRequested:
+            _stop_during_validation(run, epoch)
         improved = run.best_value is None or record["val_acc_robust"] > run.best_value
         if improved:
             run.best_value, run.best_epoch = record["val_acc_robust"], epoch + 1
@@ -290,6 +315,21 @@ def _finish_epoch(run: Run) -> dict:
     run.metrics.append(record)
     save_run(run, ("last", "best") if improved else ("last",))
     return record
+
+
+def _stop_during_validation(run: Run, epoch: int) -> None:
+    """A signal cut the validation of ``epoch`` short (one process only): save at the start
+    of the next epoch, keeping the epoch's running sums and leaving its record out; the
+    resume sees the sums (:func:`_validation_pending`), validates the same weights with the
+    same seed and writes the record the uninterrupted run would have written."""
+    run.epoch, run.step = epoch + 1, 0
+    save_run(run)
+    signum = run.stop.signum or signal.SIGTERM
+    raise TrainingInterrupted(
+        f"stopped by {signal_name(signum)} during the validation of epoch {epoch + 1} (its "
+        f"training steps are done); a resumable checkpoint is in {run.run_dir}/checkpoints/"
+        f"last.*, and resuming validates epoch {epoch + 1} again first. Continue with: "
+        f"adrnet train --resume {run.run_dir}", signum)
 
 
 def validate(run: Run, epoch: int) -> dict:
@@ -305,11 +345,24 @@ def validate(run: Run, epoch: int) -> dict:
     attack = functools.partial(pgd, threat=run.val_threat, steps=cfg.eval.val_steps,
                                step_size=validation_step_size(cfg), loss="ce", random_start=True)
     place = functools.partial(to_device, device=run.device, channels_last=cfg.train.channels_last)
+    # SIGINT/SIGTERM end a validation before its next batch or PGD step (one process: under
+    # DDP the ranks' shards may differ by a batch, so they stop together after it)
+    check = stop_check(run.stop) if run.stop is not None and run.info.world_size == 1 else None
+    if check is not None:
+        place = _checked(place, check)
     torch.manual_seed(derived_seed(cfg.train.seed, VALIDATION_STREAM, epoch))
-    with autocast_context(run.device, cfg.train.precision):  # eval mode inside, modes restored
+    with autocast_context(run.device, cfg.train.precision), checking_each_step(check):
         clean = predict(net, x, cfg.eval.batch_size, place).eq(y)
         robust = attack_correct(net, x, y, attack, batch_size=cfg.eval.batch_size, place=place) & clean
     counts = torch.tensor([clean.sum().item(), robust.sum().item(), y.shape[0]], dtype=torch.float64)
     clean_hits, robust_hits, total = all_reduce_sum(counts).tolist()
     return {"val_acc_clean": clean_hits / max(total, 1),
             "val_acc_robust": robust_hits / max(total, 1), "val_examples": int(total)}
+
+
+def _checked(place, check):
+    """``place`` that first calls ``check`` (which raises to stop)."""
+    def placed(tensor):
+        check()
+        return place(tensor)
+    return placed

@@ -18,6 +18,7 @@ import torch
 
 import adrnet
 from adrnet.config import config_diff, config_to_dict
+from adrnet.data.kinds import check_same_data, data_record
 from adrnet.errors import CheckpointError, ConfigError
 from adrnet.runs.checkpoint import (
     checkpoint_files, encode_state, encode_weights, open_checkpoint, read_state, read_weights,
@@ -43,7 +44,7 @@ def _meta(run, which: str, running: dict) -> dict:
         "best": {"metric": "val_acc_robust", "value": run.best_value, "epoch": run.best_epoch},
         "running": running, "metrics": run.metrics.records,
         "config": config_to_dict(run.cfg), "model": model_identity(run.net, run.cfg),
-        "objects": run.objects,
+        "objects": run.objects, **data_record(run.dataset),
         "device": str(run.device), "world_size": run.info.world_size,
         "adrnet_version": adrnet.__version__, "torch_version": torch.__version__,
         "python_version": platform.python_version(), "saved_unix": time.time(),
@@ -178,6 +179,7 @@ def restore_run(run) -> dict:
     saved_cfg = config_of(meta, files.path("meta"))
     check_resumable(saved_cfg, run.cfg, run.run_dir)
     check_same_objects(meta.get("objects", {}), run.objects, run.run_dir)
+    check_same_data(meta.get("data"), run.dataset, run.run_dir, run.cfg.data.path)
     check_world_size(meta, run.info.world_size, run.run_dir)
     check_record(meta, saved_cfg.train.epochs, run.steps_per_epoch, files.path("meta"))
     weights = read_weights(files, meta)

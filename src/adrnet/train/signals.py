@@ -6,7 +6,10 @@ checkpoint rather than lose everything since the last epoch. The handler only
 sets a flag; the loop checks it between steps (a step is never cut in half),
 saves ``last`` and raises :class:`TrainingInterrupted`, which the CLI prints as
 one line with the command that resumes. A second signal while saving is ignored
-until the save completes.
+until the save completes. Validation, which changes no weight, is cut short: in a
+single process the flag is also checked before every batch and every PGD step of
+it (:func:`stop_check`, raising :class:`StopRequested`), and the loop saves a
+checkpoint whose resume redoes that validation.
 """
 
 from __future__ import annotations
@@ -38,6 +41,20 @@ class StopFlag:
     def request(self, signum: int, _frame=None) -> None:
         if self.signum is None:
             self.signum = signum
+
+
+class StopRequested(Exception):
+    """Raised inside a long computation that may be cut short (validation) once the stop
+    flag is set; the training loop catches it, saves and stops. Not a user error: one that
+    escapes the loop is a bug and keeps its traceback."""
+
+
+def stop_check(flag):
+    """A function that raises :class:`StopRequested` once ``flag`` is set (None: never)."""
+    def check() -> None:
+        if flag:
+            raise StopRequested()
+    return check
 
 
 @contextmanager

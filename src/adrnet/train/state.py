@@ -22,7 +22,7 @@ import torch
 from adrnet.attacks import attack_mode, make_threat, pgd
 from adrnet.attacks.pgd import default_step_size
 from adrnet.config import Config
-from adrnet.data import DATASETS, DatasetInfo, TensorPair, load_splits, random_crop_flip
+from adrnet.data import DatasetInfo, TensorPair, describe, load, random_crop_flip
 from adrnet.data.splits import checked_pair
 from adrnet.device import default_dtype, parameter_dtype
 from adrnet.errors import ConfigError
@@ -56,6 +56,7 @@ class Run:
     objects: dict = field(default_factory=dict)  # what came as objects (Objects.described)
     threat: Any = None             # the training threat (attack.threat, attack.eps), checked once
     val_threat: Any = None         # validation's (attack.threat, the reported eval eps)
+    dataset: Any = None            # the DatasetInfo (a file's SHA-256 goes in checkpoints)
 
     @property
     def device(self) -> torch.device:
@@ -138,16 +139,17 @@ def build_run(cfg: Config, run_dir: Path, info, objects: Objects = Objects()) ->
     objective = objective_from_config(cfg) if objects.objective is None else objects.objective
     return Run(cfg=cfg, run_dir=run_dir, info=info, net=net, model=wrap_ddp(net, info),
                optimizer=optimizer, scaler=scaler, objective=objective, train=train, val=val,
-               augment=augmentation(cfg, data), objects=objects.described(),
+               augment=augmentation(cfg, data), objects=objects.described(), dataset=data,
                threat=make_threat(cfg.attack.threat, cfg.attack.eps, data.input_values),
                val_threat=make_threat(cfg.attack.threat, cfg.eval_eps, data.input_values))
 
 
 def dataset_info(cfg: Config, splits=None) -> DatasetInfo:
-    """The data set's description: the registry's for ``data.name``, or, for data passed
-    as objects, one read off the tensors (no normalisation; classes from the labels)."""
+    """The data set's description: :func:`adrnet.data.describe` of ``cfg.data`` (the
+    registry's, or a file's), or, for data passed as objects, one read off the tensors (no
+    normalisation; classes from the labels)."""
     if splits is None:
-        return DATASETS.get(cfg.data.name)
+        return describe(cfg.data)
     (x_train, y_train), (_, y_val) = splits[:2]
     classes = int(max(torch.as_tensor(y_train).max(), torch.as_tensor(y_val).max())) + 1
     channels = tuple(x_train.shape[1:])[:1]
@@ -223,8 +225,7 @@ def validation_step_size(cfg: Config) -> float:
 def load_data(cfg: Config):
     """The (train, val) tensor pairs of ``cfg`` (the test split is never used here), their
     inputs in the dtype of ``train.precision``'s weights."""
-    splits = load_splits(cfg.data.name, root=cfg.data.root, val_size=cfg.data.val_size,
-                         seed=cfg.data.split_seed)
+    splits = load(cfg.data)
     dtype = parameter_dtype(cfg.train.precision)
     train, val = splits.train, splits.val
     n_train = cfg.data.train_subset or train.x.shape[0]
