@@ -36,7 +36,9 @@ from typing import NamedTuple
 import torch
 
 from adrnet.atomic import write_json_atomic, write_text_atomic
+from adrnet.attacks.autoattack import autoattack_flags
 from adrnet.config import apply_overrides, config_diff, load_config
+from adrnet.report.tables import FLAG_MARK
 from adrnet.study import EvalPlan, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,6 +241,27 @@ def pct(value) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
 
 
+def aa_flags(entry: dict | None) -> list[str]:
+    """AutoAttack's own flags on a run's AutoAttack figure: the package's warnings and
+    its Square check, recomputed from the accuracy after each attack (so a result saved
+    before adrnet made that check shows it too)."""
+    s = (entry or {}).get("summary", {})
+    if s.get("autoattack") is None:
+        return []
+    return autoattack_flags(s.get("autoattack_warnings"), s.get("autoattack_after"))
+
+
+def mark(entry: dict | None) -> str:
+    """:data:`FLAG_MARK` beside a figure whose evaluation flagged itself, else nothing."""
+    return FLAG_MARK if aa_flags(entry) else ""
+
+
+def flag_lines(results: dict, names) -> list[str]:
+    """The text of every flag marked beside a figure of runs ``names``, one line each."""
+    return [f"{FLAG_MARK} {name}'s AutoAttack figure, flagged by AutoAttack's own check: {flag}"
+            for name in names for flag in aa_flags(results.get(name))]
+
+
 def seed_noise(results: dict, stem: str, key: str) -> float | None:
     """|difference| in points between the two seeds of ``stem`` (None until both ran)."""
     pair = [results.get(f"{stem}_s{seed}", {}).get("summary", {}).get(key) for seed in (0, 1)]
@@ -324,12 +347,14 @@ def table(results: dict, scores: dict) -> str:
             "shared its core with other work at low priority, and one resumed across sessions "
             "before adrnet kept the attack time of earlier calls (2026-12-01) counts its last "
             "call only (mnist_recipe_overshoot_pgd5_s0's AutoAttack, for one, took two calls).\n\n")
-    return head + "\n".join(rows) + "\n\n" + "\n".join(verdicts(results) + [recipe(results, scores)]) + "\n"
+    flagged = [f"- {line}" for line in flag_lines(results, RUNS)]
+    return head + "\n".join(rows) + "\n\n" + "\n".join(verdicts(results) + [recipe(results, scores)]
+                                                     + flagged) + "\n"
 
 
 def autoattack_cell(name: str, entry: dict, scores: dict) -> str:
     if not entry.get("partial"):
-        return pct(entry["summary"].get("autoattack"))
+        return pct(entry["summary"].get("autoattack")) + (f" {FLAG_MARK}" if mark(entry) else "")
     chosen = chosen_recipe(scores)
     passed_over = name in RECIPE_CANDIDATES and chosen not in (None, name)
     return "not run (another candidate chosen)" if passed_over else "pending"
@@ -362,7 +387,7 @@ def recipe(results: dict, scores: dict) -> str:
     after = ("; accuracy after each attack: "
              + ", ".join(f"{attack} {pct(value)}%" for attack, value in stages.items())
              if stages else "")
-    return (f"{target}: {chosen}: {pct(accuracy)}% at ε = {entry['summary']['eps']} on n = {n} "
+    return (f"{target}: {chosen}: {pct(accuracy)}%{mark(entry)} at ε = {entry['summary']['eps']} on n = {n} "
             f"after {minutes:.1f} min of training steps ({entry['threads']} thread(s)): "
             f"{status}: {gap}{after}{second_seed(name, results)}.")
 
@@ -376,14 +401,14 @@ def second_seed(name: str, results: dict) -> str:
     s = other["summary"]
     if s.get("autoattack") is None:
         return f"; the same config with seed 1: PGD-{PGD_STEPS} {pct(s['pgd'])}%, its AutoAttack still to come"
-    return (f"; the same config with seed 1: {pct(s['autoattack'])}% under AutoAttack (n = "
+    return (f"; the same config with seed 1: {pct(s['autoattack'])}%{mark(other)} under AutoAttack (n = "
             f"{s['autoattack_n']}) after {other['train_seconds'] / 60:.1f} min of training steps")
 
 
 def figures(entry: dict) -> str:
     """A run's test-set figures and training time, as the README states them."""
     s = entry["summary"]
-    return (f"**{pct(s['autoattack'])}% under AutoAttack** (standard, L∞ ε = {s['eps']}, first "
+    return (f"**{pct(s['autoattack'])}% under AutoAttack**{mark(entry)} (standard, L∞ ε = {s['eps']}, first "
             f"{s['autoattack_n']} test images), {pct(s['pgd'])}% under PGD-{PGD_STEPS} and "
             f"{pct(s['clean'])}% clean on all 10000 test images, after "
             f"{entry['train_seconds'] / 60:.0f} minutes of training steps on "
@@ -398,13 +423,15 @@ def headline(results: dict, scores: dict) -> str:
         return ("The demo preset's AutoAttack accuracy has not been measured yet "
                 "(`python benchmarks/quality.py`).")
     text = f"Measured by `python benchmarks/quality.py` ({entry['machine']}): the demo preset, {figures(entry)}."
+    shown = ["mnist_adr_pgd_s0"]
     name = chosen_recipe(scores)
     recipe_entry = results.get(name) if name else None
     if recipe_entry and recipe_entry["summary"].get("autoattack") is not None:
         text += (f" The 30-minute MNIST recipe, chosen on validation among {len(RECIPE_CANDIDATES)} "
                  f"candidates ({described(name, recipe_entry)}): {figures(recipe_entry)}"
                  f"{second_seed(name, results)}.")
-    return text
+        shown += [name, name.removesuffix("_s0") + "_s1"] if name.endswith("_s0") else [name]
+    return text + "".join(f"\n\n{line}" for line in flag_lines(results, shown))
 
 
 def replace_block(path: Path, name: str, body: str, heading: str = "") -> None:

@@ -23,7 +23,8 @@ EPS = {"linf": 0.1, "l2": 1.0}
 #: cheap options for the costly attacks (every other attack runs with its defaults)
 CHEAP = {"pgd": {"steps": 3}, "cw": {"steps": 3}, "mt": {"steps": 2},
          "bb": {"walk_steps": 5, "init_steps": 3},
-         "autoattack": {"version": "custom", "attacks": ["apgd-ce"]}}
+         "autoattack": {"version": "custom", "attacks": ["apgd-ce"]},
+         "square": {"square_queries": 20, "square_restarts": 1}}
 
 
 class FakeWalk:
@@ -95,8 +96,8 @@ def test_builtin_labels_and_settings_are_those_eval_json_always_had():
     assert (bb["name"], bb["steps"], bb["init"], bb["init_step_size"]) == ("bb", 200, "pgd-20", 0.05)
     # --steps goes to the PGD-loop attacks only: B&B's walk and AutoAttack keep their own
     assert "steps" not in ATTACKS["bb"].defaults and "steps" not in ATTACKS["autoattack"].defaults
-    assert [n for n in ATTACKS if ATTACKS[n].whole_set] == ["autoattack"]
-    assert {n for n in ATTACKS if ATTACKS[n].expensive} == {"bb", "autoattack"}
+    assert [n for n in ATTACKS if ATTACKS[n].whole_set] == ["autoattack", "square"]
+    assert {n for n in ATTACKS if ATTACKS[n].expensive} == {"bb", "autoattack", "square"}
 
 
 def test_autoattack_whole_set_flags_are_its_batch_attacks(tiny_trained_model):

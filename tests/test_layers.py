@@ -21,7 +21,7 @@ ALLOWED = {
     "config_values": set(),
     "config": {"config_values"},  # the registries it checks names against: looked up by string
     "data": set(),
-    # config_values: the bounds of attack budgets and seeds (it imports no other adrnet module)
+    # config_values: the bounds of attack budgets and seeds (it imports only base modules)
     "attacks": {"config_values"},
     "objectives": set(),
     "models": {"data"},
@@ -29,12 +29,13 @@ ALLOWED = {
     # eval computes and writes eval.json: never train, and never report (showing is above it)
     "eval": {"runs", "attacks", "data", "config_values"},
     # report only shows records: it reads run files through runs.records (config.toml,
-    # metrics.jsonl, eval.json, the checkpoint's record) and needs nothing else of adrnet;
-    # it runs no model and no attack, so never eval or train
-    "report": {"runs"},
+    # metrics.jsonl, eval.json, the checkpoint's record); of attacks only autoattack_flags,
+    # AutoAttack's reliability rule on a record's numbers (so an eval.json written before
+    # the rule existed is flagged when shown); it runs no model and no attack: never eval or train
+    "report": {"runs", "attacks"},
     # __init__: resume.py stores adrnet.__version__ in each checkpoint's record
     "train": {"__init__", "runs", "objectives", "attacks", "models", "data", "config"},
-    "study": {"train", "eval", "report", "runs", "objectives", "data", "config"},
+    "study": {"train", "eval", "report", "runs", "objectives", "attacks", "data", "config"},
     "cli": {"__init__", "study", "train", "eval", "report", "runs", "attacks", "data", "config"},
     # __init__: load_model and the register_* functions, each importing its package lazily
     "__init__": {"runs", "attacks", "data", "models", "objectives"}, "__main__": {"cli"},

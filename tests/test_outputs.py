@@ -91,11 +91,12 @@ def _mount_tmpfs(folder: Path) -> bool:
 
 
 def _fill(folder: Path) -> None:
-    with open(folder / "filler", "wb") as handle:
+    """Write until the disk is full (unbuffered: a partial last write must not fail again
+    at close, which depends on how the free space divides into 64 KiB chunks)."""
+    with open(folder / "filler", "wb", buffering=0) as handle:
         try:
             while True:
                 handle.write(b"\0" * 65536)
-                handle.flush()
         except OSError:
             pass
 
@@ -142,8 +143,10 @@ def test_eval_out_that_is_not_an_eval_json_is_refused_untouched(
     with open(tmp_path / "huge.json", "wb") as handle:
         handle.truncate(2**30)  # a sparse 1 GiB file: never read into memory
     (tmp_path / "to_full").symlink_to("/dev/full")
-    cases = {"folder": "is a directory", "notes.txt": "not an eval.json written by adrnet eval",
-             "huge.json": "larger than any eval.json", "to_full": "not a regular file",
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    cases = {"loop_a": "a symbolic link that leads back to itself", "folder": "is a directory",
+             "notes.txt": "not an eval.json written by adrnet eval", "huge.json": "larger than any eval.json", "to_full": "not a regular file",
              "folder/../notes.txt/x": "a part of the path is a file"}
     for name, needle in cases.items():
         code = main(["eval", str(tiny_toy_run), *EVAL, "--out", str(tmp_path / name)])

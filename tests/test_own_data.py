@@ -359,7 +359,7 @@ def test_a_folder_run_records_its_classes_and_resumes_only_on_the_same_data(tmp_
     from PIL import Image
     Image.new("RGB", (10, 8), (1, 2, 3)).save(root / "train" / "ant" / "0.png")
     line = refused(capsys, "train", "--resume", tmp_path / "run", "--set", "train.epochs=3")
-    assert "its data file (imgs) changed since the run started" in line
+    assert "the training and validation examples it would read now are not those it was trained on" in line
 
 
 def test_resuming_on_a_changed_npz_is_refused(tmp_path, capsys, user_models):
@@ -370,7 +370,7 @@ def test_resuming_on_a_changed_npz_is_refused(tmp_path, capsys, user_models):
     assert code == 0, err
     write_npz(tmp_path / "d.npz", seed=5)
     line = refused(capsys, "train", "--resume", tmp_path / "run", "--set", "train.epochs=3")
-    assert "changed since the run started (SHA-256" in line
+    assert "are not those it was trained on (SHA-256" in line
 
 
 @pytest.mark.parametrize("model,expected", [

@@ -238,10 +238,11 @@ def apply_overrides(cfg: Config, overrides) -> Config:
     return config_from_dict(_with_overrides(config_to_dict(cfg), overrides))
 
 
-def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    """Write ``cfg`` as TOML atomically (temporary file, fsync, rename)."""
+def save_config(cfg: Config, path: str | os.PathLike, header: str = "") -> None:
+    """Write ``cfg`` as TOML atomically (temporary file, fsync, rename), after the
+    comment lines ``header`` (a run's config.toml says who wrote it)."""
     from adrnet.atomic import write_bytes_atomic
-    write_bytes_atomic(Path(path), tomli_w.dumps(config_to_dict(cfg)).encode())
+    write_bytes_atomic(Path(path), (header + tomli_w.dumps(config_to_dict(cfg))).encode())
 
 
 def config_diff(old: Config, new: Config) -> list[str]:

@@ -18,11 +18,11 @@ import dataclasses
 import difflib
 import math
 import os
-import stat
 import tomllib
 import typing
 from typing import Any, Literal, Union
 
+from adrnet.atomic import read_bounded
 from adrnet.errors import ConfigError
 
 _LIMITS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
@@ -241,45 +241,10 @@ def check_nesting(raw: Any, limit: int = MAX_NESTING) -> None:
 
 def read_config_file(path: os.PathLike) -> str:
     """The text of config file ``path``, read only if it is a regular file of at most
-    :data:`MAX_CONFIG_BYTES`. A FIFO, a device or a socket is refused by its kind without
-    being read (reading a FIFO waits for a writer; /dev/zero never ends). The file is
-    opened non-blocking and its kind and size are checked on the open descriptor, so a
-    path swapped after a first look is refused too."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise  # the caller names the presets
-    except IsADirectoryError:
-        raise
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"config path {path} is {_file_kind(info.st_mode)}, not a regular "
-                              "file; give a .toml file (e.g. a preset from configs/)")
-        if info.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config file {path} is {_size(info.st_size)}; a config is a few "
-                              f"KiB (at most {_size(MAX_CONFIG_BYTES)} is read): is it the right file?")
-        data = handle.read(MAX_CONFIG_BYTES + 1)
-    if len(data) > MAX_CONFIG_BYTES:  # it grew after the look at its size
-        raise ConfigError(f"config file {path} is larger than {_size(MAX_CONFIG_BYTES)}; a "
-                          "config is a few KiB: is it the right file?")
+    :data:`MAX_CONFIG_BYTES` (a FIFO would wait for a writer, /dev/zero never end);
+    FileNotFoundError when there is none (the caller names the presets)."""
+    data = read_bounded(path, MAX_CONFIG_BYTES, "config file (a config is a few KiB)", ConfigError,
+                        "give a .toml file (e.g. a preset from configs/)")
+    if data is None:
+        raise FileNotFoundError(path)
     return data.decode("utf-8")
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISDIR, "a directory")):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
-def _size(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} bytes"  # not reached

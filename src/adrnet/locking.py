@@ -9,6 +9,11 @@ drops the lock when the process ends, however it ends (SIGKILL, OOM kill, power
 loss), so a stale lock never needs clearing by hand; the file only records the
 holder's PID for the message a second process prints.
 
+Why the lock file is opened without following links: adrnet truncates it and writes a
+PID into it, so a ``.adrnet.lock`` that is a symbolic (or hard) link to another file
+would have that file destroyed. A lock path that is a link, or anything but a regular
+file with one name, is refused with one line and left as it is.
+
     with run_lock(run_dir):          # adrnet train, and anything calling adrnet.train.train
         ...
     with file_lock(out_path):        # adrnet eval writing out_path
@@ -19,10 +24,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
-from adrnet.atomic import output_errors
+from adrnet.atomic import output_errors, write_failure
 from adrnet.errors import OutputError
 
 RUN_LOCK = ".adrnet.lock"
@@ -82,8 +88,7 @@ def _acquire(lock_path: Path, subject: str) -> int:
     may lock a file no longer in the folder; it then sees another inode (or none)
     at the path and tries again with the new file."""
     while True:
-        with output_errors(lock_path):
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = _open_lock_file(lock_path, subject)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -101,9 +106,53 @@ def _acquire(lock_path: Path, subject: str) -> int:
         os.close(fd)
 
 
+def _open_lock_file(lock_path: Path, subject: str) -> int:
+    """A read-write descriptor of the lock file ``lock_path`` (created when missing),
+    refused unless it is a regular file of its own: ``O_NOFOLLOW`` makes a symbolic
+    link at the path fail (a dangling one is not created through either), ``O_NONBLOCK``
+    keeps a FIFO from hanging the open, and the descriptor's kind and link count are
+    checked before anything is written."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(lock_path, flags, 0o666)
+    except OSError as exc:
+        try:
+            why = _not_a_file_of_its_own(os.lstat(lock_path), lock_path)
+        except OSError:
+            why = ""
+        if why:
+            raise _not_a_lock_file(lock_path, subject, why) from None
+        raise write_failure(lock_path, exc) from None
+    why = _not_a_file_of_its_own(os.fstat(fd), lock_path)
+    if why:
+        os.close(fd)
+        raise _not_a_lock_file(lock_path, subject, why)
+    return fd
+
+
+def _not_a_file_of_its_own(found: os.stat_result, lock_path: Path) -> str:
+    """Why a lock file of status ``found`` must not be written ("" when it may)."""
+    if stat.S_ISLNK(found.st_mode):
+        return f"is a symbolic link (to {os.readlink(lock_path)})"
+    if stat.S_ISDIR(found.st_mode):
+        return "is a directory"
+    if not stat.S_ISREG(found.st_mode):
+        return "is not a regular file (a FIFO, device or socket)"
+    if found.st_nlink > 1:
+        return f"is a hard link: {found.st_nlink} names share its contents"
+    return ""
+
+
+def _not_a_lock_file(lock_path: Path, subject: str, why: str) -> OutputError:
+    return OutputError(f"cannot lock {subject}: its lock file {lock_path} {why}; adrnet "
+                       "writes its PID into that file and never writes through a link or into "
+                       "anything it did not create: remove that path (a file it links to is "
+                       "left as it is) and rerun")
+
+
 def _is_current(fd: int, lock_path: Path) -> bool:
     try:
-        now = os.stat(lock_path)
+        now = os.stat(lock_path, follow_symlinks=False)
     except FileNotFoundError:
         return False
     held = os.fstat(fd)

@@ -20,12 +20,12 @@ Every run is evaluated on the test split: clean and PGD-k accuracy on the whole 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from adrnet.atomic import write_json_atomic, write_text_atomic
-from adrnet.config import Config, apply_overrides, config_to_dict
-from adrnet.errors import ConfigError
+from adrnet.config import Config, apply_overrides, config_diff, config_to_dict
+from adrnet.errors import CheckpointError, ConfigError
 from adrnet.report.tables import comparison_markdown, csv_text
 from adrnet.locking import run_lock
 from adrnet.objectives import TERMS, adr_term_names, objective_from_config
@@ -37,6 +37,11 @@ def components() -> dict[str, str]:
     return {name: TERMS[name].label for name in adr_term_names()}
 
 STATE = "study.json"
+
+#: Config keys a rerun of a study may change: how its runs execute, never what a row
+#: measures (see :func:`check_same_study`).
+EXECUTION_KEYS = ("train.device", "train.progress", "train.num_threads",
+                  "train.checkpoint_every", "train.log_every", "eval.batch_size")
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,7 @@ def _evaluate(run_dir: Path, plan: EvalPlan, cfg: Config, digest: str) -> dict:
         summary.update(autoattack=aa["worst_case_accuracy"], autoattack_n=aa["n"],
                        autoattack_clean=aa["clean_accuracy"],
                        autoattack_after=aa["autoattack"]["accuracy_after"],
+                       autoattack_warnings=aa["autoattack"].get("warnings", []),
                        eval_seconds=summary["eval_seconds"] + aa["seconds"])
     return summary
 
@@ -173,10 +179,67 @@ def run_study(variants: dict[str, Config], out_dir: str | Path, plan: EvalPlan =
     """
     out_dir = Path(out_dir)
     with run_lock(out_dir):
+        check_same_study(variants, out_dir, plan)
         state = _read_state(out_dir)
         for index, (name, cfg) in enumerate(variants.items(), 1):
             _run_variant(f"[{index}/{len(variants)}] {name}", name, cfg, out_dir, plan, state, log)
     return {name: state[name] for name in variants}
+
+
+def check_same_study(variants: dict[str, Config], out_dir: Path, plan: EvalPlan) -> None:
+    """Refuse, before anything is trained, a rerun whose config differs from the one the
+    runs already in ``out_dir`` were trained with (their checkpoints record it) in anything
+    but how they execute (:data:`EXECUTION_KEYS`) or where their data are (training checks
+    the data themselves by their fingerprint).
+
+    Why: the rows of a study are compared with each other. A run already there keeps its
+    config; a run not yet there would be trained and evaluated with the new one; so a
+    rerun with another ``eval.eps`` put rows at ε 0.05 and ε 0.2 into one table, and their
+    differences were artefacts of the mix (so would other epochs, PGD steps or
+    AutoAttack images be). Re-evaluating at the new radius would not make them
+    comparable either: each run's ``best`` checkpoint was chosen by validation at the old
+    one. The evaluation plan (``--pgd-steps``, ``--aa-n``, the AutoAttack options) may
+    change: it evaluates every run again, alike; the config keys it overrides are not
+    compared."""
+    from adrnet.runs.checkpoint import checkpoint_files, read_meta
+    from adrnet.runs.load import config_of
+    from adrnet.train.resume import DATA_PLACE_KEYS
+    ignored = {*EXECUTION_KEYS, *DATA_PLACE_KEYS}
+    if plan.pgd_steps is not None:
+        ignored |= {"eval.test_steps", "eval.test_step_size"}
+    if plan.autoattack_n is not None:
+        ignored.add("eval.autoattack_n")
+    for name, cfg in variants.items():
+        for which in dict.fromkeys(("last", plan.which)):
+            files = checkpoint_files(out_dir / name, which)
+            try:
+                saved = _measured(config_of(read_meta(files), files.path("meta")))
+            except CheckpointError:
+                continue  # no such checkpoint, or a damaged one: training says which
+            now = _measured(cfg)
+            changed = [key for key in config_diff(saved, now) if key not in ignored]
+            if changed:
+                what = "; ".join(f"{key} = {_value(now, key)!r} (run {name} has "
+                                 f"{_value(saved, key)!r})" for key in changed)
+                raise ConfigError(
+                    f"cannot continue the study in {out_dir} with {what}: the runs of a study "
+                    "are compared with each other, so they are trained and evaluated alike; "
+                    "rerun it with the config it was started with, or give another --out for "
+                    "a new study (--pgd-steps, --aa-n and the AutoAttack options may change: "
+                    "every run is then evaluated again)")
+
+
+def _measured(cfg: Config) -> Config:
+    """``cfg`` with the radius it reports written out (eval.eps unset means attack.eps)."""
+    return replace(cfg, eval=replace(cfg.eval, eps=cfg.eval_eps))
+
+
+def _value(cfg: Config, key: str):
+    """The value of a dotted config key (as config_diff names it), for messages."""
+    value = config_to_dict(cfg)
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def _run_variant(label: str, name: str, cfg: Config, out_dir: Path, plan: EvalPlan,
@@ -225,9 +288,29 @@ def _read_state(out_dir: Path) -> dict:
 METRICS = ("clean", "pgd", "autoattack")
 
 
+#: What a row's accuracies were measured with: rows of one table must agree on all.
+MEASURED_WITH = ("norm", "eps", "n", "pgd_steps", "autoattack_n")
+
+
+def check_comparable(results: dict) -> None:
+    """Refuse to put runs evaluated differently (another radius, PGD-k or number of
+    images) into one table, whose point differences would then be artefacts."""
+    (first, entry), *_ = results.items()
+    for name, other in results.items():
+        differ = [f"{key} {other['summary'].get(key)!r} against {entry['summary'].get(key)!r}"
+                  for key in MEASURED_WITH
+                  if other["summary"].get(key) != entry["summary"].get(key)]
+        if differ:
+            raise ConfigError(f"runs {name} and {first} were evaluated differently "
+                              f"({', '.join(differ)}) and cannot be compared in one table; "
+                              "evaluate them alike (rerun the study with one config and plan)")
+
+
 def comparison_rows(results: dict, references=("base", "full")) -> list[dict]:
     """One flat record per run: its accuracies and their differences (in points) to
-    each reference run that exists (``d_clean_vs_base`` ...)."""
+    each reference run that exists (``d_clean_vs_base`` ...), once
+    :func:`check_comparable` holds."""
+    check_comparable(results)
     rows = []
     for name, entry in results.items():
         summary = entry["summary"]
@@ -240,6 +323,11 @@ def comparison_rows(results: dict, references=("base", "full")) -> list[dict]:
                 mine, theirs = summary.get(key), results[ref]["summary"].get(key)
                 row[f"d_{key}_vs_{ref}"] = (None if mine is None or theirs is None
                                             else round(100 * (mine - theirs), 2))
+        if summary.get("autoattack") is not None:  # AutoAttack's own flags on its figure
+            from adrnet.attacks.autoattack import autoattack_flags
+            flags = autoattack_flags(summary.get("autoattack_warnings"), summary.get("autoattack_after"))
+            if flags:  # a column only when one is raised: the CSV of an unflagged study is unchanged
+                row["autoattack_flags"] = " ".join(flags)
         rows.append(row)
     return rows
 

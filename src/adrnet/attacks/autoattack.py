@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from adrnet.atomic import write_json_atomic
+from adrnet.atomic import output_file, read_bounded, write_json_atomic
 from adrnet.attacks.inference import num_outputs, predict
 from adrnet.attacks.pgd import attack_mode
 from adrnet.attacks.threats import make_threat
@@ -71,7 +72,19 @@ class _Collect(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-def _settings(norm, eps, version, attacks, seed, square_queries, dim) -> dict:
+#: Bounds of Square's budget: a million queries per restart is 200 times AutoAttack's
+#: (5000), and each query is a forward pass of every point not yet broken; more is a typo.
+SQUARE_MAX_QUERIES, SQUARE_MAX_RESTARTS = 10**6, 1000
+
+
+def _budget(value, name: str, bound: int) -> int:
+    """A Square budget (queries or restarts): a whole number from 1 to ``bound``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound:
+        raise ConfigError(f"Square's {name} must be a whole number from 1 to {bound}, got {value!r}")
+    return value
+
+
+def _settings(norm, eps, version, attacks, seed, square_queries, dim, square_restarts=None) -> dict:
     if norm not in AA_NORMS:
         raise ConfigError(f"AutoAttack norm must be one of {', '.join(AA_NORMS)}, got {norm!r}")
     make_threat(norm, eps, dim)
@@ -83,9 +96,14 @@ def _settings(norm, eps, version, attacks, seed, square_queries, dim) -> dict:
     unknown = [a for a in attacks or [] if a not in AA_ATTACKS]
     if unknown or attacks == []:
         raise ConfigError(f"unknown AutoAttack attack(s) {unknown}; choose from {', '.join(AA_ATTACKS)}")
-    return {"norm": norm, "eps": float(eps), "version": version,
-            "attacks": list(attacks) if attacks else None, "seed": int(seed),
-            "square_queries": square_queries}
+    if square_queries is not None:
+        _budget(square_queries, "queries", SQUARE_MAX_QUERIES)
+    settings = {"norm": norm, "eps": float(eps), "version": version,
+                "attacks": list(attacks) if attacks else None, "seed": int(seed),
+                "square_queries": square_queries}
+    if square_restarts is not None:  # absent when not given: earlier state files still match
+        settings["square_restarts"] = _budget(square_restarts, "restarts", SQUARE_MAX_RESTARTS)
+    return settings
 
 
 def build_autoattack(model: nn.Module, settings: dict, device: torch.device):
@@ -98,6 +116,8 @@ def build_autoattack(model: nn.Module, settings: dict, device: torch.device):
                            attacks=settings["attacks"] if custom else None)
     if settings["square_queries"] is not None:
         adversary.square.n_queries = int(settings["square_queries"])
+    if settings.get("square_restarts") is not None:
+        adversary.square.n_restarts = int(settings["square_restarts"])
     adversary.logger = logging.getLogger(f"adrnet.autoattack.{id(adversary)}")
     adversary.logger.propagate = False
     adversary.logger.handlers = [_Collect()]
@@ -145,20 +165,182 @@ def _fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: d
     return digest.hexdigest()
 
 
-def _load_state(path: Path | None, fingerprint: str, clean_correct: torch.Tensor) -> dict:
+#: The fields of a state file. ``seconds`` and ``digest`` are absent from files written
+#: before adrnet kept them, ``bf16_only`` from fp32 evaluations.
+STATE_FIELDS = ("fingerprint", "robust", "attacked", "accuracy_after", "seconds", "bf16_only", "digest")
+
+
+def state_limit(n: int, attacks: int) -> int:
+    """The most bytes a state file of ``n`` examples and ``attacks`` attacks can hold: an
+    example takes at most ``"false, "`` (7 bytes) in ``robust`` and in each attack's
+    ``attacked`` list, and the other fields well under 4 KiB. A larger file is none."""
+    return 4096 + 8 * n * (1 + attacks)
+
+
+def state_digest(state: dict) -> str:
+    """SHA-256 of a state's fields other than ``digest``, as canonical JSON.
+
+    Why: a file changed by anything but this module's writer (a disk error, an editor,
+    a script that does not recompute it) is refused. It is a checksum, not a signature:
+    whoever can write the file can recompute it, which is why every field is also
+    checked against the evaluation (:func:`state_problem`)."""
+    body = {key: value for key, value in state.items() if key != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _save_state(path: Path, state: dict) -> None:
+    write_json_atomic(path, {**state, "digest": state_digest(state)}, indent=None)
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is no number a state file holds")
+
+
+def _load_state(path: Path | None, fingerprint: str, clean_correct: torch.Tensor,
+                attacks: list[str], bf16: bool) -> dict:
+    """The saved progress of this evaluation, or a fresh state (no file, or none given).
+
+    A state file is read only when it is a regular file no larger than any state of
+    this evaluation can be (a FIFO would block, /dev/zero never end), and believed only
+    when every field passes :func:`state_problem`; else it is refused, saying why."""
     fresh = {"fingerprint": fingerprint, "robust": clean_correct.tolist(), "attacked": {},
              "accuracy_after": {}, "seconds": 0.0}
-    if path is None or not path.exists():
+    if path is None:
+        return fresh
+    data = read_bounded(path, state_limit(len(clean_correct), len(attacks)),
+                        "progress file of AutoAttack (--aa-state)", ConfigError)
+    if data is None:
         return fresh
     try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"AutoAttack state file {path} is unreadable ({exc}); delete it to start over") from exc
+        state = json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"AutoAttack state file {path} is unreadable ({exc}); delete it to "
+                          "start over") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path} is not an AutoAttack state file (it holds a "
+                          f"{type(state).__name__}, not an object); delete it or choose another path")
     if state.get("fingerprint") != fingerprint:
         raise ConfigError(f"AutoAttack state file {path} belongs to another evaluation "
                           "(other model weights, inputs, ε, norm or attacks); delete it or choose another path")
+    problem = state_problem(state, clean_correct, attacks, bf16)
+    if problem is not None:
+        raise ConfigError(f"AutoAttack state file {path} is damaged: {problem}; its progress "
+                          "cannot be trusted: delete it to start over")
+    state.pop("digest", None)
     state.setdefault("seconds", 0.0)  # absent from states saved before the time was kept
     return state
+
+
+def _flags_problem(value, n: int, name: str) -> str | None:
+    if not isinstance(value, list) or len(value) != n or not all(isinstance(v, bool) for v in value):
+        return f"{name} must be a list of {n} true/false flags (one an example)"
+    return None
+
+
+def _table_problem(value, attacks: list[str], name: str, check) -> str | None:
+    if not isinstance(value, dict):
+        return f"{name} must be an object keyed by attack name"
+    foreign = [key for key in value if key not in attacks]
+    if foreign:
+        return f"{name} names {foreign}, which this evaluation does not run ({', '.join(attacks)})"
+    return next((f"{name}[{key!r}]: {why}" for key, entry in value.items()
+                 if (why := check(entry)) is not None), None)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _field_problem(state: dict, n: int, attacks: list[str], bf16: bool) -> str | None:
+    """What is wrong with the names, types, lengths or ranges of a state's fields, or None."""
+    unknown = [key for key in state if key not in STATE_FIELDS]
+    if unknown:
+        return f"unknown field(s) {unknown}"
+    missing = [key for key in ("robust", "attacked", "accuracy_after") if key not in state]
+    if missing:
+        return f"field(s) {missing} are missing"
+    if "digest" in state and state["digest"] != state_digest(state):
+        return "its fields do not match the digest adrnet wrote with them (the file was changed since)"
+    seconds, bf16_only = state.get("seconds", 0.0), state.get("bf16_only", 0)
+    problems = (
+        _flags_problem(state["robust"], n, "robust"),
+        _table_problem(state["attacked"], attacks, "attacked",
+                       lambda flags: _flags_problem(flags, n, "it")),
+        _table_problem(state["accuracy_after"], attacks, "accuracy_after",
+                       lambda v: None if _is_number(v) and 0 <= v <= 1 else f"{v!r} is no number from 0 to 1"),
+        None if _is_number(seconds) and seconds >= 0 else
+        f"seconds must be a finite number >= 0, got {seconds!r}",
+        "bf16_only belongs to bf16 evaluations, and this one is fp32" if "bf16_only" in state and not bf16
+        else None,
+        None if isinstance(bf16_only, int) and not isinstance(bf16_only, bool) and bf16_only >= 0
+        else f"bf16_only must be a whole number >= 0, got {bf16_only!r}",
+    )
+    return next((problem for problem in problems if problem is not None), None)
+
+
+def state_problem(state: dict, clean_correct: torch.Tensor, attacks: list[str],
+                  bf16: bool) -> str | None:
+    """Why a state file of this evaluation (its fingerprint matches) cannot be believed,
+    or None. Every field is checked against the evaluation, and the flags against the
+    clean predictions computed in this process and against how attacks write them:
+
+    - an example is robust only if it is clean-correct now (no attack makes an example
+      robust), and only clean-correct examples are ever attacked;
+    - attacks run in order, each on the examples still robust, so an example attacked
+      by one was attacked by every earlier one, an attack starts only after the earlier
+      ones finished (``accuracy_after`` names exactly those that finished), and a
+      finished attack attacked every example still robust;
+    - an example counted broken was attacked, and the attack that broke it is the last
+      one that attacked it, so each ``accuracy_after`` follows from the flags and must
+      equal them; ``bf16_only`` counts attacked points, so it is at most their number.
+
+    What remains trusted: a state whose fields were all changed together so as to keep
+    these rules and its digest (only deliberate editing does that) is believed for the
+    examples it marks as attacked, which are not attacked again."""
+    n = len(clean_correct)
+    problem = _field_problem(state, n, attacks, bf16)
+    if problem is not None:
+        return problem
+    clean = clean_correct.cpu().bool()
+    robust = torch.tensor(state["robust"], dtype=torch.bool).reshape(n)
+    done = torch.tensor([state["attacked"].get(a, [False] * n) for a in attacks],
+                        dtype=torch.bool).reshape(len(attacks), n)
+
+    def first(mask: torch.Tensor) -> str:
+        return f"{int(mask.sum())} example(s) (the first: #{int(mask.nonzero()[0])})"
+    if (robust & ~clean).any():
+        return (f"it counts {first(robust & ~clean)} robust that the model misclassifies "
+                "without any attack (predicted again now); no attack can make an example robust")
+    if (done & ~clean).any():
+        return ("it marks as attacked examples the model misclassifies without any attack "
+                "(only clean-correct ones are attacked)")
+    for k in range(1, len(attacks)):
+        if (done[k] & ~done[k - 1]).any():
+            return (f"{first(done[k] & ~done[k - 1])}, attacked by {attacks[k]} but not by "
+                    f"{attacks[k - 1]}, which runs before it")
+    finished = [a for a in attacks if a in state["accuracy_after"]]
+    if finished != attacks[:len(finished)]:
+        return f"accuracy_after says {finished} finished, but attacks run in the order {attacks}"
+    started = [k for k in range(len(attacks)) if done[k].any()]
+    if started and started[-1] > len(finished):
+        return (f"{attacks[started[-1]]} has started, but {attacks[len(finished)]}, which runs "
+                "before it, has not finished")
+    for k, attack in enumerate(finished):
+        if (robust & ~done[k]).any():
+            return (f"it counts {first(robust & ~done[k])} robust that {attack}, which finished, "
+                    "never attacked")
+    broken = clean & ~robust
+    if (broken & ~done.any(0)).any():
+        return f"it counts {first(broken & ~done.any(0))} broken that no attack ran on"
+    breaker = done.sum(0) - 1  # the last attack run on an example broke it
+    for k, attack in enumerate(finished):
+        after = int((robust | (broken & (breaker > k))).sum())
+        if abs(state["accuracy_after"][attack] * n - after) > 0.25:
+            return (f"accuracy_after[{attack!r}] is {state['accuracy_after'][attack]}, but its "
+                    f"flags leave {after} of {n} examples robust after it")
+    if state.get("bf16_only", 0) > int(done.sum()):
+        return f"bf16_only is {state['bf16_only']}, more than the {int(done.sum())} points attacked"
+    return None
 
 
 def _attack_batch(adversary, attack, xb, yb, device):
@@ -190,7 +372,7 @@ def _run_attack(adversary, model, attack, x, y, state, *, batch_size, device, pa
         if start + batch_size >= len(todo):  # saved with the attack's last batch: a resume
             state["accuracy_after"][attack] = float(robust.float().mean())  # must not redo it
         if path is not None:
-            write_json_atomic(path, state, indent=None)
+            _save_state(path, state)
     # An attack finished in an earlier call keeps the accuracy it left: ``robust`` may
     # since hold later attacks' results too.
     state["accuracy_after"].setdefault(attack, float(robust.float().mean()))
@@ -200,7 +382,8 @@ def autoattack_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
                     eps: float, version: str = "standard", attacks: list[str] | None = None,
                     device: str | torch.device = "cpu", seed: int = 0, batch_size: int = 128,
                     state_path: str | Path | None = None, square_queries: int | None = None,
-                    progress: bool = False, judge: nn.Module | None = None) -> AutoAttackResult:
+                    progress: bool = False, judge: nn.Module | None = None,
+                    square_restarts: int | None = None) -> AutoAttackResult:
     """Run AutoAttack on (x, y); resumes from ``state_path`` when it exists.
 
     ``version="standard"`` runs APGD-CE, APGD-T, FAB-T and Square as published;
@@ -209,14 +392,18 @@ def autoattack_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
     With ``judge`` (the fp32 model, when ``model`` is its bf16 copy), the attacks run on
     ``model`` but clean correctness and every break are decided by ``judge``; the points
     that fool ``model`` only are counted (``AutoAttackResult.bf16_only``).
+    ``square_queries`` and ``square_restarts`` set Square's budget (the package's: 5000
+    queries, 1 restart). ``warnings`` holds the package's own reliability checks and
+    that of :func:`square_flag`, which the package cannot make here (see there).
     """
-    settings = _settings(norm, eps, version, attacks, seed, square_queries, x[0].numel())
+    settings = _settings(norm, eps, version, attacks, seed, square_queries, x[0].numel(),
+                         square_restarts)
     if judge is not None:  # its own state file: never resumed from an fp32 run's, or the reverse
         settings["precision"] = "bf16"
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("AutoAttack was asked to run on CUDA but no CUDA device is available; use device='cpu'")
-    path = Path(state_path) if state_path is not None else None
+    path = output_file(state_path) if state_path is not None else None  # never a pipe or device
     referee = model.to(device) if judge is None else judge.to(device)  # decides what is correct
     with attack_mode(model.to(device)), attack_mode(referee):  # eval mode, modes restored
         clean_correct = predict(referee, x, batch_size).eq(y.cpu())
@@ -225,25 +412,27 @@ def autoattack_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
         model, x = as_image(model, x)
         adversary = build_autoattack(model, settings, device)
         _limit_targets(adversary, num_outputs(model, x[:1]), list(adversary.attacks_to_run))
-        state = _load_state(path, fingerprint, clean_correct)
+        state = _load_state(path, fingerprint, clean_correct, list(adversary.attacks_to_run),
+                            bf16=judge is not None)
         resumed_seconds = state["seconds"]
         for attack in list(adversary.attacks_to_run):
             _run_attack(adversary, model, attack, x, y, state, batch_size=batch_size,
                         device=device, path=path, progress=progress, judge=judge)
         if path is not None:
-            write_json_atomic(path, state, indent=None)
+            _save_state(path, state)
     return AutoAttackResult(robust=torch.tensor(state["robust"], dtype=torch.bool),
                             clean_correct=clean_correct, accuracy_after=state["accuracy_after"],
                             settings={**settings, "device": str(device)},
-                            warnings=adversary.logger.handlers[0].messages,
+                            warnings=autoattack_flags(adversary.logger.handlers[0].messages,
+                                                      state["accuracy_after"]),
                             resumed_seconds=resumed_seconds, bf16_only=state.get("bf16_only", 0))
 
 
 def autoattack_settings(norm: str, eps: float, *, version: str = "standard",
                         attacks: list[str] | None = None, seed: int = 0,
-                        square_queries: int | None = None) -> dict:
+                        square_queries: int | None = None, square_restarts: int | None = None) -> dict:
     """The validated settings :func:`autoattack_batch` takes (refused as :func:`autoattack_eval` refuses them)."""
-    return _settings(norm, eps, version, attacks, seed, square_queries, None)
+    return _settings(norm, eps, version, attacks, seed, square_queries, None, square_restarts)
 
 
 def autoattack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, settings: dict) -> torch.Tensor:
@@ -251,7 +440,7 @@ def autoattack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, sett
     runs on the examples still classified correctly; an example keeps the point that
     broke it, the others stay x. The model is in eval mode for the call (modes restored)."""
     _settings(settings["norm"], settings["eps"], settings["version"], settings["attacks"],
-              settings["seed"], settings["square_queries"], x[0].numel())
+              settings["seed"], settings["square_queries"], x[0].numel(), settings.get("square_restarts"))
     device = x.device
     with attack_mode(model):
         with torch.no_grad():
@@ -270,3 +459,64 @@ def autoattack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, sett
             x_adv[index[broken]] = found[broken]
             robust[index[broken]] = False
     return x_adv.reshape(x.shape)
+
+
+# ---- AutoAttack's own verdict on its reliability ----
+
+#: How every Square flag begins (pyautoattack's wording), so that a flag is never shown twice.
+SQUARE_FLAG_START = "Square Attack has decreased the robust accuracy of"
+#: pyautoattack's threshold (``checks.check_square_sr``): Square, run after the gradient
+#: attacks, may lower the robust accuracy by at most this before the evaluation is flagged.
+SQUARE_FLAG_MARGIN = 0.002
+#: Accuracies are float32 means: a drop of exactly the margin (1 image in 500) must not
+#: flag through rounding.
+_ROUNDING = 1e-6
+
+
+def _accuracies(accuracy_after) -> dict[str, float]:
+    """``accuracy_after`` as {attack: accuracy}; {} when it is not that (a damaged record)."""
+    if not isinstance(accuracy_after, dict):
+        return {}
+    valid = all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and 0 <= v <= 1 for k, v in accuracy_after.items())
+    return dict(accuracy_after) if valid else {}
+
+
+def square_flag(accuracy_after) -> str | None:
+    """AutoAttack's warning that Square, a black-box attack, broke points the gradient
+    attacks before it missed (a sign of gradient masking), or None.
+
+    Why here: the package checks this once, over the accuracies after every attack of
+    one ``run_standard_evaluation`` call; adrnet calls it one attack at a time (for its
+    resumable state), so the package's check never fires. This is the same rule on
+    ``accuracy_after`` (each attack's cumulative robust accuracy, in the order they ran):
+    Square's accuracy below the lowest of the others by more than
+    :data:`SQUARE_FLAG_MARGIN`. Square run alone, or before other attacks, is never flagged.
+    """
+    after = _accuracies(accuracy_after)
+    others = {attack: value for attack, value in after.items() if attack != "square"}
+    if "square" not in after or not others:
+        return None
+    before = min(others.values())
+    drop = before - after["square"]
+    if drop <= SQUARE_FLAG_MARGIN + _ROUNDING:
+        return None
+    return (f"{SQUARE_FLAG_START} {drop:.2%} ({before:.2%} after {', '.join(others)}, "
+            f"{after['square']:.2%} after square). This might indicate that the robustness "
+            "evaluation using AutoAttack is unreliable: a black-box attack broke points the "
+            "gradient attacks missed. Follow-up: a stronger Square in the same evaluation, "
+            "adrnet eval RUN --attacks autoattack,square --square-queries Q --square-restarts R "
+            "(docs/evaluation.md)")
+
+
+def autoattack_flags(warnings, accuracy_after) -> list[str]:
+    """Every reliability flag of one AutoAttack evaluation: the package's warnings as
+    recorded (texts only: a damaged record's other entries are ignored) and the Square
+    flag recomputed from ``accuracy_after``, so that an ``eval.json`` written before
+    adrnet made that check shows it too; each once."""
+    flags = list(dict.fromkeys(w for w in warnings if isinstance(w, str))) \
+        if isinstance(warnings, list) else []
+    square = square_flag(accuracy_after)
+    if square is not None and not any(f.startswith(SQUARE_FLAG_START) for f in flags):
+        flags.append(square)
+    return flags

@@ -3,8 +3,9 @@
 fgsm, pgd, cw and mt run adrnet's PGD loop (``whitebox``); bb is Brendel & Bethge
 through foolbox (``brendel_bethge``); autoattack is Croce & Hein's ensemble through
 pyautoattack (``autoattack``), which evaluates the whole set itself (resumable state
-file, accuracy after each attack). foolbox and pyautoattack are imported only when
-their attack is built or run.
+file, accuracy after each attack); square is that ensemble's Square alone at a larger
+budget, the follow-up its Square flag asks for. foolbox and pyautoattack are imported
+only when their attack is built or run.
 """
 
 from __future__ import annotations
@@ -65,11 +66,11 @@ register_attack("bb", _bb_build, expensive=True, bf16=False,
                 settings_of=lambda threat, options: _bb(threat, options).settings())
 
 
-def _aa_settings(threat, version, attacks, seed, square_queries) -> dict:
+def _aa_settings(threat, version, attacks, seed, square_queries, square_restarts=None) -> dict:
     from adrnet.attacks.autoattack import autoattack_settings
     return autoattack_settings(norm_of(threat), threat.eps, version=version,
                                attacks=list(attacks) if attacks else None, seed=seed,
-                               square_queries=square_queries)
+                               square_queries=square_queries, square_restarts=square_restarts)
 
 
 def _aa_build(threat, *, version="standard", attacks=None, seed=0, square_queries=None,
@@ -93,7 +94,7 @@ CPU_BATCH = 32
 
 def _aa_evaluate(model, x, y, threat, *, device="cpu", batch_size=128, progress=False,
                  version="standard", attacks=None, seed=0, square_queries=None,
-                 state_path=None, judge=None) -> AttackRun:
+                 state_path=None, judge=None, square_restarts=None) -> AttackRun:
     """The whole set through :func:`adrnet.attacks.autoattack.autoattack_eval` (resumable)."""
     from adrnet.attacks.autoattack import autoattack_eval
     if torch.device(device).type == "cpu":  # each batch is saved as it finishes: see CPU_BATCH
@@ -101,7 +102,8 @@ def _aa_evaluate(model, x, y, threat, *, device="cpu", batch_size=128, progress=
     result = autoattack_eval(model, x, y, norm=norm_of(threat), eps=threat.eps, version=version,
                              attacks=list(attacks) if attacks else None, device=device, seed=seed,
                              batch_size=batch_size, state_path=state_path,
-                             square_queries=square_queries, progress=progress, judge=judge)
+                             square_queries=square_queries, progress=progress, judge=judge,
+                             square_restarts=square_restarts)
     summary = {"accuracy_after": result.accuracy_after, "warnings": result.warnings,
                "resumed_seconds": round(result.resumed_seconds, 1)}
     if judge is not None:
@@ -114,3 +116,46 @@ register_attack("autoattack", _aa_build, evaluate=_aa_evaluate, expensive=True,
                 settings_of=lambda threat, options: _aa_settings(
                     threat, options["version"], options["attacks"], options["seed"],
                     options["square_queries"]))
+
+
+#: The square attack's default budget, four times AutoAttack's Square (5000 queries, 1
+#: restart): the 10000 queries of the Square paper (Andriushchenko et al., ECCV 2020), twice.
+SQUARE_QUERIES, SQUARE_RESTARTS = 10000, 2
+
+
+def _square_settings(threat, options: dict) -> dict:
+    return _aa_settings(threat, "custom", ["square"], options["seed"], options["square_queries"],
+                        options["square_restarts"])
+
+
+def _square_build(threat, *, square_queries=SQUARE_QUERIES, square_restarts=SQUARE_RESTARTS, seed=0,
+                  state_path=None):
+    """AutoAttack's Square alone, at this budget, on one batch."""
+    from functools import partial
+
+    from adrnet.attacks.autoattack import autoattack_batch
+    from adrnet.errors import ConfigError
+    if state_path is not None:
+        raise ConfigError("a square state file resumes a run over the whole set "
+                          "(ATTACKS['square'].evaluate), not one batch")
+    return partial(autoattack_batch, settings=_square_settings(
+        threat, dict(square_queries=square_queries, square_restarts=square_restarts, seed=seed)))
+
+
+def _square_evaluate(model, x, y, threat, *, square_queries=SQUARE_QUERIES, square_restarts=SQUARE_RESTARTS,
+                     seed=0, state_path=None, judge=None, **run) -> AttackRun:
+    """The follow-up AutoAttack's Square flag asks for (:func:`adrnet.attacks.autoattack.square_flag`):
+    its Square with more queries and restarts over the whole set, resumable like AutoAttack
+    (its own state file), its breaks joining the per-example worst case."""
+    return _aa_evaluate(model, x, y, threat, version="custom", attacks=["square"], seed=seed,
+                        square_queries=square_queries, square_restarts=square_restarts, state_path=state_path,
+                        judge=judge, **run)
+
+
+register_attack("square", _square_build, evaluate=_square_evaluate, expensive=True,
+                description=f"AutoAttack's Square alone with a larger budget ({SQUARE_QUERIES} "
+                            f"queries x {SQUARE_RESTARTS} restarts; --square-queries, "
+                            "--square-restarts, --square-state): the follow-up to its Square flag",
+                label_of=lambda options: whitebox_label("square", options["square_queries"],
+                                                        options["square_restarts"]),
+                settings_of=_square_settings)

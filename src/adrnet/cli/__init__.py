@@ -110,7 +110,10 @@ def main(argv=None) -> int:
         print(str(exc), file=sys.stderr)
         return 128 + exc.signum
     except AdrnetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # one write of the whole line: under torchrun every rank may print the same error
+        # at once, and print() writes the text and its newline separately (lines interleave)
+        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.flush()
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

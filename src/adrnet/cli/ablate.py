@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
         "full ADR, each ADR component alone on the base and full ADR without each component; "
         "evaluate each on the test split (clean and PGD-k on all of it, AutoAttack on the first "
         "N images, best checkpoint by validation); write OUT/ablation.md, OUT/ablation.csv and "
-        "OUT/report.html. Rerun the same command to continue an interrupted ablation.")
+        "OUT/report.html. Rerun the same command to continue an interrupted ablation (a "
+        "rerun with another config is refused: one table compares runs trained and evaluated alike).")
     add_config_options(p)
     p.add_argument("--out", metavar="DIR", help="study directory (default: runs/ablate_<config name>)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their weights, train nothing")

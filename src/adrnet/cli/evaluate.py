@@ -28,6 +28,7 @@ Results go to RUN_DIR/eval.json.
 examples:
   adrnet eval runs/quick --attacks fgsm,pgd --steps 20 --n 1000
   adrnet eval runs/quick --attacks pgd,cw,autoattack --n 1000 --sanity
+  adrnet eval runs/quick --attacks autoattack,square --square-queries 20000 --square-restarts 5
   adrnet eval runs/quick --attacks pgd,mt,bb --n 1000
   adrnet eval runs/quick --norm l2 --eps 2.0 --sweep paper
 any model, trained anywhere (docs/own_data.md): --model, --weights, --data and --eps
@@ -73,6 +74,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--diagnostics-n", type=positive_int, default=200, help="examples for the diagnostics (200)")
     add_autoattack_options(p)
     p.add_argument("--aa-state", help="AutoAttack progress file: rerun the same command to resume")
+    p.add_argument("--square-queries", type=positive_int,
+                   help="queries per restart of the square attack (default 10000; AutoAttack's Square: 5000)")
+    p.add_argument("--square-restarts", type=positive_int,
+                   help="restarts of the square attack (default 2; AutoAttack's Square: 1)")
+    p.add_argument("--square-state", help="the square attack's progress file: rerun the same command to resume")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output file (default RUN_DIR/eval.json)")
     p.add_argument("--no-progress", action="store_true")
@@ -102,8 +108,9 @@ def options_from_args(args):
     sweep = None
     if args.sweep:  # "paper" needs the data set: resolved from the config in evaluate_run
         sweep = "paper" if _is_paper(args.sweep) else tuple(parse_eps_list(args.sweep))
+    attacks = tuple(parse_attack_names(args.attacks))
     return EvalOptions(
-        attacks=tuple(parse_attack_names(args.attacks)), norm=args.norm, n=args.n, split=args.split,
+        attacks=attacks, norm=args.norm, n=args.n, split=args.split,
         eps=None if args.eps is None else parse_eps(args.eps), steps=args.steps,
         step_size=None if args.step_size is None else parse_number(args.step_size, "--step-size"),
         restarts=args.restarts, batch_size=args.batch_size, device=args.device, which=args.which,
@@ -111,7 +118,24 @@ def options_from_args(args):
         diagnostics=not args.no_diagnostics, diagnostics_n=args.diagnostics_n,
         autoattack_version=args.aa_version, autoattack_attacks=autoattack_attacks(args),
         autoattack_state=args.aa_state, seed=args.seed, progress=not args.no_progress, out=args.out,
-        precision=args.precision, force=args.force, data_path=args.data_path)
+        precision=args.precision, force=args.force, data_path=args.data_path,
+        attack_options=square_options(args, attacks))
+
+
+def square_options(args, attacks: tuple[str, ...]) -> dict | None:
+    """The --square-* options as the square attack's options (None when none is given);
+    refused without ``square`` among --attacks, where they would be silently ignored."""
+    options = (("--square-queries", "square_queries", args.square_queries),
+               ("--square-restarts", "square_restarts", args.square_restarts),
+               ("--square-state", "state_path", args.square_state))
+    given = {key: value for _, key, value in options if value is not None}
+    if not given:
+        return None
+    if "square" not in attacks:
+        flags = [flag for flag, _, value in options if value is not None]
+        raise ConfigError(f"{', '.join(flags)} {'is an option' if len(flags) == 1 else 'are options'} "
+                          "of the square attack: add square to --attacks, e.g. --attacks autoattack,square")
+    return {"square": given}
 
 
 def cmd_eval(args) -> int:

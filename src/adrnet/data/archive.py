@@ -20,10 +20,11 @@ import shutil
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from adrnet.atomic import fsync_dir
+from adrnet.atomic import fsync_dir, write_all
 from adrnet.data.download import local_error
 from adrnet.errors import DataError
 
@@ -62,29 +63,33 @@ def _kind_refusal(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _copy_member(source, path: Path, size: int, archive: Path) -> None:
-    """Exactly ``size`` bytes of ``source`` into the new file ``path`` (never through a link)."""
+def copy_member(source, path: Path, size: int) -> None:
+    """Exactly ``size`` bytes of ``source`` into the new file ``path`` (never through a link):
+    never more, whatever the member really holds, so the size checked before is the size
+    written. Write errors are :func:`local_error`; read errors (EOFError for a member cut
+    short) are the caller's to name: a damaged download, not a fault of this machine."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o644)
     except OSError as exc:
         raise local_error(path, exc) from None
-    with os.fdopen(fd, "wb") as out:
+    try:
         remaining = size
         while remaining:
             chunk = source.read(min(CHUNK, remaining))  # read errors: the caller's except
             if not chunk:
-                raise DataError(f"{archive}: truncated inside {path.name}; remove it and rerun")
-            try:
-                out.write(chunk)
+                raise EOFError(f"the archive ends inside {path.name}")  # the caller names it
+            try:  # unbuffered: a failed write is reported here, never again at close
+                write_all(fd, chunk)
             except OSError as exc:
                 raise local_error(path, exc) from None
             remaining -= len(chunk)
         try:
-            out.flush()
-            os.fsync(out.fileno())
+            os.fsync(fd)
         except OSError as exc:
             raise local_error(path, exc) from None
+    finally:
+        os.close(fd)
 
 
 def _extract_checked(archive: Path, into: Path, top: str, member_limit: int, total_limit: int,
@@ -121,7 +126,7 @@ def _extract_checked(archive: Path, into: Path, top: str, member_limit: int, tot
             if total > total_limit:
                 raise _Refused(f"its members hold more than the {total_limit} bytes this data "
                                "set can")
-            _copy_member(tar.extractfile(member), folder / name, member.size, archive)
+            copy_member(tar.extractfile(member), folder / name, member.size)
 
 
 def extract_tar(archive: Path, dest: Path, top: str, *, required: Sequence[str],
@@ -130,11 +135,7 @@ def extract_tar(archive: Path, dest: Path, top: str, *, required: Sequence[str],
     must not exist; return that folder. Refusals and damage raise :class:`DataError` and
     leave nothing behind."""
     final = dest / top
-    try:
-        scratch = Path(tempfile.mkdtemp(prefix=f".{top}.extract-", dir=dest))
-    except OSError as exc:
-        raise local_error(dest, exc) from None
-    try:
+    with scratch_folder(dest, top) as scratch:
         try:
             _extract_checked(archive, scratch, top, member_limit, total_limit, max_members)
         except _Refused as refused:
@@ -155,5 +156,18 @@ def extract_tar(archive: Path, dest: Path, top: str, *, required: Sequence[str],
             raise local_error(final, exc) from None
         fsync_dir(dest)
         return final
+
+
+@contextmanager
+def scratch_folder(dest: Path, label: str) -> Iterator[Path]:
+    """A fresh folder of a unique name inside ``dest``, removed with all it holds when the
+    body ends. Why: what is extracted is checked there before it is renamed into place, so
+    two fetches never write one file and a refused or failed extraction leaves nothing."""
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix=f".{label}.extract-", dir=dest))
+    except OSError as exc:
+        raise local_error(dest, exc) from None
+    try:
+        yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

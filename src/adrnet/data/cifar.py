@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adrnet.data.info import BUILT_IN, RawSplits, check_labels
+from adrnet.data.info import BUILT_IN, RawSplits, check_labels, refuse_empty
 from adrnet.data.paths import search_roots
 from adrnet.data.safe_pickle import safe_load
 from adrnet.errors import DataError
@@ -65,8 +65,10 @@ def read_cifar_folder(folder: Path, how_to_get: str) -> RawSplits:
     """All five training batches and the test batch in ``folder``."""
     parts = [read_batch(folder / name, how_to_get) for name in TRAIN_BATCHES]
     train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    return RawSplits(train=train, test=read_batch(folder / TEST_BATCH, how_to_get),
-                     source=str(folder))
+    refuse_empty(folder, len(train[1]), "train", how_to_get)
+    test = read_batch(folder / TEST_BATCH, how_to_get)
+    refuse_empty(folder / TEST_BATCH, len(test[1]), "test", how_to_get)
+    return RawSplits(train=train, test=test, source=str(folder))
 
 
 def find_cifar10(root) -> RawSplits:
@@ -84,8 +86,10 @@ def find_cifar10(root) -> RawSplits:
 def read_cifar100_folder(folder: Path, how_to_get: str) -> RawSplits:
     """The ``train`` and ``test`` pickles of CIFAR-100 in ``folder`` (fine labels)."""
     def read(name: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        return read_batch(folder / name, how_to_get, label_key="fine_labels", num_classes=100,
+        pair = read_batch(folder / name, how_to_get, label_key="fine_labels", num_classes=100,
                           limit=limit, what="a CIFAR-100 pickle")
+        refuse_empty(folder / name, len(pair[1]), name, how_to_get)  # name: "train" or "test"
+        return pair
     return RawSplits(train=read(TRAIN_100, TRAIN_100_LIMIT), test=read(TEST_100, BATCH_LIMIT),
                      source=str(folder))
 

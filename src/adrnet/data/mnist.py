@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from adrnet.data.idx import read_idx
-from adrnet.data.info import BUILT_IN, RawSplits, check_labels
+from adrnet.data.info import BUILT_IN, RawSplits, check_labels, refuse_empty
 from adrnet.data.paths import DEBIAN_FASHION_DIR, first_existing, search_roots
 from adrnet.data.safe_pickle import safe_load
 from adrnet.errors import DataError
@@ -50,6 +50,7 @@ def _read_idx_pair(folder: Path, split: str, how_to_get: str) -> tuple[np.ndarra
             missing = _idx_candidates(folder, role)[0]
             raise DataError(f"{missing}[.gz]: file not found; {how_to_get}")
     images = read_idx(paths["x"], 3, how_to_get, MAX_IMAGES * 28 * 28)
+    refuse_empty(paths["x"], images.shape[0], split, how_to_get)
     if images.shape[1:] != (28, 28):
         raise DataError(f"{paths['x']}: images are {images.shape[1:]}, not 28x28; {how_to_get}")
     labels = check_labels(paths["y"], read_idx(paths["y"], 1, how_to_get, MAX_IMAGES),
@@ -64,7 +65,7 @@ def read_idx_folder(folder: Path, how_to_get: str) -> RawSplits:
                      source=str(folder))
 
 
-def _pickle_pair(path: Path, pair) -> tuple[np.ndarray, np.ndarray]:
+def _pickle_pair(path: Path, pair, split: str) -> tuple[np.ndarray, np.ndarray]:
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2
             and all(isinstance(a, np.ndarray) for a in pair)):
         raise DataError(f"{path}: expected (images, labels) numpy arrays; {MNIST_HELP}")
@@ -79,6 +80,7 @@ def _pickle_pair(path: Path, pair) -> tuple[np.ndarray, np.ndarray]:
                                     and levels.min() >= 0 and levels.max() <= 255)
     if not valid:
         raise DataError(f"{path}: pixels are not multiples of 1/256 in [0, 1); {MNIST_HELP}")
+    refuse_empty(path, images.shape[0], split, MNIST_HELP)
     labels = check_labels(path, labels, images.shape[0], 10, MNIST_HELP)
     return levels.astype(np.uint8).reshape(-1, 1, 28, 28), labels
 
@@ -88,7 +90,8 @@ def read_mnist_pickle(path: Path) -> RawSplits:
     content = safe_load(path, "latin1", MNIST_HELP, PICKLE_LIMIT, "the MNIST pickle")
     if not (isinstance(content, (tuple, list)) and len(content) == 3):
         raise DataError(f"{path}: expected a (train, valid, test) tuple; {MNIST_HELP}")
-    train, val, test = (_pickle_pair(path, pair) for pair in content)
+    train, val, test = (_pickle_pair(path, pair, split)
+                        for pair, split in zip(content, ("train", "val", "test")))
     return RawSplits(train=train, val=val, test=test, source=str(path))
 
 

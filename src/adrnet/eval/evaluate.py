@@ -128,6 +128,33 @@ def locate(target: Path, which: str, out: str | None) -> tuple[Path, Path]:
     return stem, Path(out) if out else default
 
 
+def refuse_state_at_output(opts: EvalOptions, out_path: Path) -> None:
+    """Refuse an attack's progress file (``state_path``: ``--aa-state``, ``--square-state``)
+    that is the output file itself or another attack's progress file (by name, through a
+    link or as a hard link). Why: the record would replace the progress when the
+    evaluation ends (or one attack's progress the other's), so no rerun could resume or be
+    skipped: each would ask to delete the file."""
+    seen = {"--out": out_path}
+    for name, options in attack_options(opts).items():
+        state = options.get("state_path")
+        if state is None:
+            continue
+        for other, path in seen.items():
+            if _same_file(Path(state), path):
+                raise ConfigError(f"{name}'s state file and {other} are the same file ({path}): "
+                                  "one would overwrite the other; give each attack's state file "
+                                  "(--aa-state, --square-state) a name of its own, e.g. "
+                                  f"{name}_state.json beside the record")
+        seen[f"{name}'s state file"] = Path(state)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or a.samefile(b)
+    except OSError:  # one of them does not exist yet (or cannot be looked at): not the same
+        return False
+
+
 def load_eval_data(cfg, split: str, n: int | None, data_root: str | None):
     """(x, y) of the first ``n`` examples of the run's ``split``."""
     from adrnet.data import load
@@ -329,6 +356,7 @@ def evaluate_run(target: str | Path | LoadedCheckpoint, options: EvalOptions = E
     stem, out_path = locate(target, opts.which, opts.out) if given is None else (
         target, Path(opts.out) if opts.out else target.parent / "eval.json")
     out_path = output_file(out_path)
+    refuse_state_at_output(opts, out_path)
     with file_lock(out_path):
         previous = read_previous(out_path)
         x, y = load_eval_data(cfg, opts.split, opts.n, opts.data_root)

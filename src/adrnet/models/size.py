@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 
+from adrnet.atomic import in_bytes
 from adrnet.errors import ConfigError
 
 #: Bytes of one parameter: fp32, the smallest precision a model is built in.
@@ -46,12 +47,12 @@ def check_model_fits(cfg, memory: int | None = None) -> None:
         if count * PARAMETER_BYTES > memory:
             raise ConfigError(
                 f"{where} would hold a layer {name} of shape {' x '.join(map(str, shape))} = "
-                f"{count} parameters ({_in_bytes(count * PARAMETER_BYTES)} at {PARAMETER_BYTES} bytes "
-                f"each), more than this machine's memory ({_in_bytes(memory)}): choose smaller widths")
+                f"{count} parameters ({in_bytes(count * PARAMETER_BYTES)} at {PARAMETER_BYTES} bytes "
+                f"each), more than this machine's memory ({in_bytes(memory)}): choose smaller widths")
     if total * PARAMETER_BYTES > memory:
         raise ConfigError(
-            f"{where} would hold {total} parameters ({_in_bytes(total * PARAMETER_BYTES)} at "
-            f"{PARAMETER_BYTES} bytes each), more than this machine's memory ({_in_bytes(memory)}): "
+            f"{where} would hold {total} parameters ({in_bytes(total * PARAMETER_BYTES)} at "
+            f"{PARAMETER_BYTES} bytes each), more than this machine's memory ({in_bytes(memory)}): "
             "choose smaller widths")
 
 
@@ -108,6 +109,3 @@ def _meta_shapes(name, info, latent, options):
     tensors = [*model.named_parameters(), *model.named_buffers()]
     return [(n, tuple(t.shape)) for n, t in tensors]
 
-
-def _in_bytes(n: int) -> str:
-    return f"{n / 2 ** 20:.1f} MiB" if n < 2 ** 30 else f"{n / 2 ** 30:.1f} GiB"

@@ -22,9 +22,9 @@ from pathlib import Path
 from adrnet.atomic import output_file, write_bytes_atomic, write_text_atomic
 from adrnet.errors import AdrnetError, OutputError
 from adrnet.report import figures
-from adrnet.report.tables import (REPORT_MARKER, Section, divergence_table, pct, render_html,
-                                  render_markdown, results_table, sanity_table,
-                                  sweep_comparison_table)
+from adrnet.report.tables import (REPORT_MARKER, Section, divergence_table, evaluation_flags,
+                                  flag_notes, pct, render_html, render_markdown, results_table,
+                                  sanity_table, sweep_comparison_table)
 from adrnet.runs.checkpoint import CHECKPOINT_DIR
 from adrnet.runs.records import RunRecords, read_run
 
@@ -123,6 +123,8 @@ def build_sections(runs: list[tuple[str, RunRecords]]) -> list[Section]:
         notes += lower_evaluations(label, [(e.name, e.record) for e in r.evaluations])
         notes += [f"Left out: {label}, {why}." for why in r.left_out]
         notes += [f"Note: {label}, {why}." for why in r.remarks]
+    for key, _, _, record in entries:  # beside the marked figures: what flagged them
+        notes += flag_notes(record, evaluation_flags(record), key)
     table = results_table([(label, name, record) for _, label, name, record in entries])
     sections = [Section("Robust accuracy (%)", "One row per evaluation of the weights each run holds now; "
                         "worst case = the per-example worst case over the attacks of that row's "

@@ -57,8 +57,55 @@ def sweep_table_markdown(rows: Sequence[dict], norm: str = "linf") -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The mark beside a figure of an evaluation that flagged itself as possibly unreliable
+#: (AutoAttack's own checks); the flag's text follows the table.
+FLAG_MARK = "†"
+
+
+def evaluation_flags(record: dict) -> dict[str, list[str]]:
+    """The flags each attack of one evaluation raised about its own reliability, by label:
+    AutoAttack's (the package's checks and the Square check, recomputed from the accuracy
+    after each of its attacks, so an older eval.json shows it too), recorded in the
+    attack's summary. {} when none did."""
+    from adrnet.attacks.autoattack import autoattack_flags
+    flags = {}
+    for label in record.get("attack_accuracy") or {}:
+        summary = record.get(label)
+        if isinstance(summary, dict) and ("warnings" in summary or "accuracy_after" in summary):
+            found = autoattack_flags(summary.get("warnings"), summary.get("accuracy_after"))
+            if found:
+                flags[label] = found
+    return flags
+
+
+def square_follow_ups(record: dict) -> list[str]:
+    """The labels of an evaluation's Square follow-ups (AutoAttack's Square alone: the
+    ``square`` attack), whose breaks its worst case includes."""
+    settings = record.get("attack_settings") or {}
+    return [label for label in record.get("attack_accuracy") or {}
+            if isinstance(settings.get(label), dict) and settings[label].get("attacks") == ["square"]]
+
+
+def flag_notes(record: dict, flags: dict[str, list[str]], where: str = "") -> list[str]:
+    """One sentence per flag, each opening with :data:`FLAG_MARK` (``where`` names the
+    evaluation in a table of several), and whether a Square follow-up is in its worst case."""
+    if not flags:
+        return []
+    prefix = f"{FLAG_MARK} {where + ': ' if where else ''}"
+    notes = [f"{prefix}{label} flagged by AutoAttack's own check: {message}"
+             for label, messages in flags.items() for message in messages]
+    done = square_follow_ups(record)
+    accuracy = record.get("attack_accuracy") or {}
+    notes.append(f"{prefix}the worst case includes the flagged attack(s); " + (
+        "Square follow-up in it: " + ", ".join(f"{label} {pct(accuracy.get(label))}%" for label in done)
+        if done else "no Square follow-up in this evaluation (see docs/evaluation.md)"))
+    return notes
+
+
 def format_eval(record: dict) -> str:
-    """Plain-text summary of one ``eval.json`` record, for the terminal."""
+    """Plain-text summary of one ``eval.json`` record, for the terminal. A figure of an
+    attack that flagged itself, and the worst case over it, carry :data:`FLAG_MARK`, the
+    flags' text below the table."""
     head = (f"{record.get('dataset')} / {record.get('model')} / {record.get('objective')}: "
             f"{record['split']} split, n={record['n']}, {record['norm']} eps={record['eps']:.4g}, "
             f"{precision_note(record)}")
@@ -67,10 +114,15 @@ def format_eval(record: dict) -> str:
     rows += [(name, value, f"{seconds[name]:>9.1f} s {rates[name] or 0:>9.1f} img/s"
               if name in seconds else "") for name, value in record["attack_accuracy"].items()]
     rows.append(("worst case", record["worst_case_accuracy"], ""))
+    flags = evaluation_flags(record)
+    marked = set(flags) | ({"worst case"} if flags else set())
     width = max(len(name) for name, _, _ in rows) + 2
     lines = [head, f"{'attack':<{width}}accuracy (%)" + ("   time, speed" if seconds else "")]
-    lines += [f"{name:<{width}}{pct(value):>8}{'  ' + time if time else ''}"
+    lines += [(f"{name:<{width}}{pct(value):>8}"
+               + ((" " + FLAG_MARK if name in marked else "  ") if flags else "")
+               + f"{'  ' + time if time else ''}").rstrip()
               for name, value, time in rows]
+    lines += flag_notes(record, flags)
     for norm, sweep in (record.get("sweeps") or {}).items():
         lines += [f"eps sweep ({norm}), accuracy (%):", sweep_table_markdown(sweep, norm).rstrip()]
     sanity = record.get("sanity")
@@ -96,7 +148,9 @@ def results_table(runs: Mapping[str, dict] | Sequence[tuple[str, str, dict]]
     """(headers, rows) of the robust-accuracy table: one row per run (``runs`` a mapping
     of label to ``eval.json`` record) or per evaluation (``runs`` a list of (run label,
     evaluation file name, record), with a column naming the file). "worst case" is that
-    row's own: the per-example worst case over the attacks of that one evaluation."""
+    row's own: the per-example worst case over the attacks of that one evaluation. A figure
+    of an attack that flagged itself, and that row's worst case, carry :data:`FLAG_MARK`
+    (the text: :func:`flag_notes`)."""
     entries = ([(label, "", r) for label, r in runs.items()] if isinstance(runs, Mapping)
                else list(runs))
     named = any(name for _, name, _ in entries)
@@ -105,13 +159,17 @@ def results_table(runs: Mapping[str, dict] | Sequence[tuple[str, str, dict]]
         ["split", "n", "threat", "precision", "clean"] + attacks + ["worst case (its attacks)", "sanity"]
     rows = []
     for label, name, r in entries:
+        flags = evaluation_flags(r)
+
+        def marked(text: str, flagged: bool) -> str:
+            return f"{text} {FLAG_MARK}" if flagged else text
         sanity = r.get("sanity")
         flag = "–" if not sanity else ("passed" if sanity["passed"] else "flags: " + ", ".join(sanity["flags"]))
         rows.append([label, str(r.get("which", "")), str(r.get("objective", ""))] + ([name] if named else []) +
                     [r["split"], str(r["n"]), f"{r['norm']} {r['eps']:.4g}", str(r.get("precision", "fp32")),
                      pct(r["clean_accuracy"])] +
-                    [pct(r["attack_accuracy"].get(a)) for a in attacks] +
-                    [pct(r["worst_case_accuracy"]), flag])
+                    [marked(pct(r["attack_accuracy"].get(a)), a in flags) for a in attacks] +
+                    [marked(pct(r["worst_case_accuracy"]), bool(flags)), flag])
     return headers, rows
 
 
@@ -141,10 +199,14 @@ def comparison_markdown(rows: Sequence[dict], first: dict) -> str:
     if any(r.get("autoattack") is not None for r in rows):
         headers.append(f"AutoAttack (n={first.get('autoattack_n')})")
     keys = ("clean", "pgd", "autoattack")[:len(headers) - 1]
-    body = [[row["run"], *(_with_differences(row, key) for key in keys)] for row in rows]
+    body = [[row["run"], *(_with_differences(row, key) + (f" {FLAG_MARK}" if key == "autoattack"
+                                                           and row.get("autoattack_flags") else "")
+                           for key in keys)] for row in rows]
     note = (f"\nAccuracy (%) on the test split (clean and PGD: n={first['n']}), "
             f"{first['norm']} ε={first['eps']:g}; in brackets the difference in points to "
             "base / to full.\n")
+    note += "".join(f"\n{FLAG_MARK} {row['run']}: AutoAttack flagged by its own check: "
+                    f"{row['autoattack_flags']}\n" for row in rows if row.get("autoattack_flags"))
     return markdown_table(headers, body) + note
 
 
@@ -170,7 +232,7 @@ def _cell(value) -> str:
     """Numbers right-aligned (class "num"), text left-aligned."""
     text = str(value)
     try:
-        float(text)
+        float(text.removesuffix(" " + FLAG_MARK))
         numeric = True
     except ValueError:
         numeric = text == "–"

@@ -2,8 +2,9 @@
 
 Why: evaluation and user code need the model exactly as trained, without trusting the
 files: the weights are safetensors (no code), verified against the SHA-256 in the
-checkpoint's JSON record, and the architecture is rebuilt from the config stored in
-that record and compared tensor by tensor before anything is loaded.
+checkpoint's JSON record (read with it, so a run may be evaluated while it trains and
+saves), refused when they hold NaN or inf, and the architecture is rebuilt from the config
+stored in that record and compared tensor by tensor before anything is loaded.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from adrnet.config import Config, config_from_dict
 from adrnet.errors import CheckpointError, ConfigError
 from adrnet.models import info_from_spec, model_from_config
 from adrnet.runs.checkpoint import (
-    CHECKPOINT_DIR, CheckpointFiles, _SUFFIXES, checkpoint_files, open_checkpoint, read_weights,
+    CHECKPOINT_DIR, CheckpointFiles, _SUFFIXES, check_finite, checkpoint_files, read_checkpoint,
 )
 
 WHICH = ("best", "last")
@@ -57,12 +58,16 @@ def model_identity(model: torch.nn.Module, cfg: Config) -> dict:
 
 
 def check_architecture(model: torch.nn.Module, weights: dict, source) -> None:
-    """Refuse weights whose tensor names or shapes differ from ``model``'s."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    """Refuse weights whose tensor names or shapes differ from ``model``'s (freshly
+    built), or that hold NaN or inf where the model's own tensors are finite
+    (:func:`~adrnet.runs.checkpoint.check_finite`)."""
+    own = model.state_dict()
+    expected = {k: tuple(v.shape) for k, v in own.items()}
     found = {k: tuple(v.shape) for k, v in weights.items()}
     missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
     wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
     if not (missing or unexpected or wrong):
+        check_finite(weights, source, own)
         return
     details = []
     if wrong:
@@ -129,7 +134,7 @@ def load_checkpoint(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu"
         raise CheckpointError(f"{files.stem.parent} has no best checkpoint yet (no validation "
                               "has finished); use the last one (which='last', adrnet eval "
                               "--which last)")
-    files, meta = open_checkpoint(files)
+    files, meta, weights = read_checkpoint(files)  # verified against meta's SHA-256
     cfg = config_of(meta, files.path("meta"))
     objects = meta.get("objects") or {}
     if model is None and "model" in objects:
@@ -139,7 +144,6 @@ def load_checkpoint(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu"
     if model is None:
         with torch.random.fork_rng(devices=[]):
             model = model_from_config(cfg, recorded_data(cfg, meta))
-    weights = read_weights(files, meta)  # verified against meta's SHA-256
     check_architecture(model, weights, files.path("weights"))
     model.load_state_dict(weights)
     return LoadedCheckpoint(model.to(map_location).eval(), cfg, files,

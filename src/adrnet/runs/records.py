@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from adrnet.atomic import read_bounded
 from adrnet.errors import AdrnetError
-from adrnet.runs.checkpoint import CHECKPOINT_DIR
+from adrnet.runs.checkpoint import CHECKPOINT_DIR, RECORD_LIMIT
 
 EVAL_JSON_LIMIT = 64 * 2**20        # as adrnet.eval.evaluate's: no eval.json is larger
 CONFIG_LIMIT = 16 * 2**20
 METRICS_LIMIT = 256 * 2**20
-CHECKPOINT_RECORD_LIMIT = 64 * 2**20
+CHECKPOINT_RECORD_LIMIT = RECORD_LIMIT  # as the checkpoint reader's
 
 
 @dataclass(frozen=True)
@@ -64,37 +63,6 @@ class RunRecords:
         return "; ".join(self.left_out)
 
 
-def read_regular_file(path: Path, limit: int, what: str) -> bytes | None:
-    """The bytes of ``path`` (None when there is none), read only when it is a regular
-    file (a symbolic link is followed) of at most ``limit`` bytes; anything else is
-    refused with :class:`AdrnetError`, never opened for long: a pipe would block the
-    reader and a device such as /dev/zero would never end."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise AdrnetError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(mode):
-        raise AdrnetError(f"{path} is not a regular file (a directory, pipe, device or socket), "
-                          f"so it is not a {what}; move it away")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise AdrnetError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):  # replaced between the two looks
-            raise AdrnetError(f"{path} is not a regular file, so it is not a {what}; move it away")
-        data = handle.read(limit + 1) if info.st_size <= limit else b""
-        if info.st_size > limit or len(data) > limit:
-            raise AdrnetError(f"{path} is larger than any {what} ({limit} bytes at most), so "
-                              "it is not one; move it away")
-    return data
-
-
 def read_jsonl(path: Path) -> list[dict]:
     """The records (JSON objects) of a JSON-lines file (``metrics.jsonl``); [] when
     there is none. A line that is not a JSON object (a line cut by a crash) is skipped."""
@@ -106,7 +74,7 @@ def read_metrics(path: Path) -> tuple[list[dict], list[str]]:
     skipped (a cut last line silently: a crash leaves one), and a file that cannot be
     one (not a regular file, too large, not UTF-8) is left out; each with a note."""
     try:
-        data = read_regular_file(path, METRICS_LIMIT, "metrics.jsonl")
+        data = read_bounded(path, METRICS_LIMIT, "metrics.jsonl")
     except AdrnetError as exc:
         return [], [f"{path.name} left out: {exc}"]
     if data is None:
@@ -128,7 +96,7 @@ def read_metrics(path: Path) -> tuple[list[dict], list[str]]:
 
 def read_config_toml(path: Path) -> dict:
     """The ``config.toml`` at ``path`` as a plain dict ({} when there is none)."""
-    data = read_regular_file(path, CONFIG_LIMIT, "config.toml")
+    data = read_bounded(path, CONFIG_LIMIT, "config.toml")
     try:
         return tomllib.loads(data.decode("utf-8")) if data is not None else {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -138,7 +106,7 @@ def read_config_toml(path: Path) -> dict:
 def read_eval_record(path: Path, run_dir: Path) -> dict | None:
     """The record (a JSON object) of an ``eval.json`` (or ``eval_*.json``) at ``path``;
     None when there is none. Its fields are checked by :func:`check_evaluation`."""
-    data = read_regular_file(path, EVAL_JSON_LIMIT, "eval.json")
+    data = read_bounded(path, EVAL_JSON_LIMIT, "eval.json")
     if data is None:
         return None
     try:
@@ -299,7 +267,7 @@ def checkpoint_weights(run_dir: Path, which: str) -> tuple[str | None, str]:
     for name in (which, which + ".prev"):
         path = folder / f"{name}.json"
         try:
-            data = read_regular_file(path, CHECKPOINT_RECORD_LIMIT, "checkpoint record")
+            data = read_bounded(path, CHECKPOINT_RECORD_LIMIT, "checkpoint record")
             meta = json.loads(data) if data is not None else None
         except (AdrnetError, ValueError) as exc:
             problems.append(f"{path} cannot be read ({str(exc)[:80]})")

@@ -5,7 +5,9 @@ safetensors file) is evaluated by the same attacks as a run. Nothing here runs c
 the file: ``.safetensors`` holds tensors only, and a ``.pt``/``.pth`` state dict is read
 with ``torch.load(weights_only=True)``, which refuses any pickle that would build other
 objects. The tensors are compared with the model's by name and shape before loading
-(:func:`adrnet.runs.load.check_architecture`), so a mismatch is one clear line.
+(:func:`adrnet.runs.load.check_architecture`), so a mismatch is one clear line, and
+refused when they hold NaN or inf, as a checkpoint's are. Only a regular file is read (a
+FIFO would hang the reader, /dev/zero fill its memory).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load as safetensors_load
 
+from adrnet.atomic import NotRegularFile, open_regular_file
 from adrnet.errors import CheckpointError
 from adrnet.runs.checkpoint import CheckpointFiles
 from adrnet.runs.load import LoadedCheckpoint, check_architecture
@@ -33,9 +36,13 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         raise CheckpointError(f"--weights {path}: give a .safetensors file or a .pt/.pth state "
                               "dict (torch.save(model.state_dict(), 'model.pt'))")
     try:
-        data = path.read_bytes()
+        with open_regular_file(path) as handle:  # a FIFO or a device is refused unread
+            data = handle.read()
     except FileNotFoundError:
         raise CheckpointError(f"--weights {path} does not exist") from None
+    except NotRegularFile as exc:
+        raise CheckpointError(f"--weights {path} is {exc.kind}, not a weights file; give the "
+                              "path of a .safetensors or .pt/.pth file") from None
     except OSError as exc:
         raise CheckpointError(f"cannot read --weights {path}: {exc.strerror or exc}") from None
     sha = hashlib.sha256(data).hexdigest()
@@ -93,7 +100,7 @@ def load_weights(cfg, path: str | os.PathLike, map_location="cpu") -> LoadedChec
     target = model
     if inner is not None and set(weights) != set(model.state_dict()):
         target = inner  # the user's module's own names (no "net." prefix, no normalize.*)
-    check_architecture(target, weights, f"--weights {path}")
+    check_architecture(target, weights, f"--weights {path}")  # and finite
     target.load_state_dict(weights)
     return LoadedCheckpoint(model.to(map_location).eval(), cfg, CheckpointFiles(path.resolve()),
                             sha, {})

@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from adrnet.device import resolve_device
-from adrnet.errors import ConfigError
+from adrnet.errors import ConfigError, DataError
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -197,6 +197,51 @@ def _gather_shapes(local: torch.Tensor, device: torch.device) -> list[tuple[int,
     return shapes
 
 
+class RanksDisagree(DataError):
+    """Raised by every rank at the same point, right after the collective that showed the
+    ranks disagree: :func:`cleanup` may then still meet every rank before leaving, so that
+    each rank prints its error line before torchrun stops the ranks that are slower."""
+
+
+def check_ranks_agree(counts: dict[str, int], sha256: str) -> None:
+    """Refuse, on every rank, to train when the ranks loaded different data.
+
+    Why: each rank reads the data itself (``data.root`` on its own node). When one of them
+    reads other files, its shards no longer come from the data set the others train on:
+    with another size the ranks run different collectives and gloo aborts with "collective
+    mismatch" (NCCL hangs), naming no cause; with the same size training silently mixes
+    two data sets. One all-gather of each rank's example ``counts`` (split name -> number
+    of examples) and the ``sha256`` of its splits (:func:`adrnet.data.kinds.splits_sha256`),
+    before any other collective of the run, turns either into the same error on every
+    rank, naming the ranks whose data differ from rank 0's. A no-op for a single process.
+    """
+    if _world_size() == 1:
+        return
+    digest = bytes.fromhex(sha256)
+    words = [int.from_bytes(digest[i:i + 8], "little", signed=True) for i in range(0, 32, 8)]
+    splits = list(counts)
+    mine = torch.tensor([*counts.values(), *words], dtype=torch.int64,
+                        device=_collective_device())
+    everyone = [torch.empty_like(mine) for _ in range(_world_size())]
+    dist.all_gather(everyone, mine)
+    seen = [row.tolist() for row in everyone]
+    differing = [rank for rank, row in enumerate(seen) if row != seen[0]]
+    if not differing:
+        return
+
+    def described(rank: int) -> str:
+        sizes = ", ".join(f"{count} {name}" for count, name in zip(seen[rank], splits))
+        fingerprint = b"".join(w.to_bytes(8, "little", signed=True)
+                               for w in seen[rank][len(splits):]).hex()[:12]
+        return f"rank {rank}: {sizes} examples, SHA-256 {fingerprint}…"
+
+    ranks = ("rank " if len(differing) == 1 else "ranks ") + ", ".join(map(str, differing))
+    raise RanksDisagree(
+        f"{ranks} read other data than rank 0 ({'; '.join(map(described, [0, *differing]))}); "
+        "every process must read the same data: make data.root hold the same files on every "
+        "node (or give every process the same data settings), then launch again")
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Element-wise sum over ranks, as a new tensor on ``tensor``'s device."""
     if _world_size() == 1:
@@ -245,11 +290,12 @@ def cleanup() -> None:
     On the normal path every rank first meets the others in :func:`_drain`. While an
     exception is propagating it neither waits nor, on NCCL, destroys: peers may be stuck
     in another collective, and a collective could hang the job or be matched against
-    their operation; exiting lets torchrun stop them.
+    their operation; exiting lets torchrun stop them. :class:`RanksDisagree` is the
+    exception: every rank raises it at the same point, so they still meet.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
-    if sys.exc_info()[0] is None:
+    if sys.exc_info()[0] is None or isinstance(sys.exc_info()[1], RanksDisagree):
         _drain()
     elif dist.get_backend() == "nccl":
         return

@@ -35,14 +35,14 @@ from adrnet.attacks.inference import attack_correct, predict
 from adrnet.atomic import write_json_atomic
 from adrnet.config import Config, save_config
 from adrnet.device import autocast_context, to_device
-from adrnet.errors import AdrnetError, ConfigError
+from adrnet.errors import AdrnetError
 from adrnet.locking import run_lock
-from adrnet.runs.checkpoint import OBJECTS_FILE, checkpoint_files, remove_checkpoint
-from adrnet.runs.load import has_checkpoint
+from adrnet.runs.checkpoint import OBJECTS_FILE
+from adrnet.runs.directory import RUN_CONFIG_HEADER, check_fresh_run_dir
 from adrnet.seeds import derived_seed
 from adrnet.train import awp
 from adrnet.train.metrics import (MetricsLog, accumulate, epoch_line, epoch_record, postfix,
-                                  step_record)
+                                  step_record, whole_batch)
 from adrnet.train.resume import restore_run, save_run
 from adrnet.train.schedules import adr_factor, eps_factor, lr_factor
 from adrnet.train.signals import (StopRequested, TrainingInterrupted, signal_name, stop_check,
@@ -92,19 +92,19 @@ def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, *,
 
 
 def _train(cfg: Config, run_dir: Path, info, stop, resume: bool, objects: Objects) -> RunResult:
+    if not resume:  # on every rank, before anything is built or written (no rank writes yet)
+        check_fresh_run_dir(run_dir)
     run = build_run(cfg, run_dir, info, objects)
     run.stop = stop
-    if resume:
-        records = restore_run(run)["metrics"]
-    else:
-        _start_fresh(run)
-        records = []
+    records = restore_run(run)["metrics"] if resume else []
     pending = _validation_pending(run)
     if info.is_main:
         if run.epoch < cfg.train.epochs or pending:  # a resume with nothing to do keeps config.toml
-            save_config(cfg, run_dir / "config.toml")
+            save_config(cfg, run_dir / "config.toml", RUN_CONFIG_HEADER)
             if run.objects:
                 write_json_atomic(run_dir / OBJECTS_FILE, run.objects)
+            elif not resume:  # an earlier attempt's, checked to be adrnet's by check_fresh_run_dir
+                (run_dir / OBJECTS_FILE).unlink(missing_ok=True)
         tqdm.write(_describe_start(run, resume, pending))
     run.metrics = MetricsLog(run_dir, records, enabled=info.is_main, tb_step=run.global_step)
     try:
@@ -127,19 +127,6 @@ def _train(cfg: Config, run_dir: Path, info, stop, resume: bool, objects: Object
     epochs = [r for r in run.metrics.records if r.get("kind") == "epoch"]
     return RunResult(run_dir, run.epoch, run.global_step, run.best_epoch,
                      run.best_value, epochs[-1] if epochs else None)
-
-
-def _start_fresh(run: Run) -> None:
-    """Refuse a directory that holds a run; clear a stale ``best`` (checkpoints/ itself
-    is made by the first save, so a run that fails before it leaves none behind)."""
-    if has_checkpoint(run.run_dir):
-        raise ConfigError(f"{run.run_dir} already holds a run; continue it with "
-                          f"`adrnet train --resume {run.run_dir}` (or --resume-if-exists), "
-                          "or choose another --out")
-    if run.info.is_main:
-        best = checkpoint_files(run.run_dir, "best")
-        for stale in (best, best.prev):  # left by an earlier run that never saved "last"
-            remove_checkpoint(stale)
 
 
 def _validation_pending(run: Run) -> bool:
@@ -189,9 +176,12 @@ def _run_epoch(run: Run) -> None:
         seconds = time.perf_counter() - started
         accumulate(run.running, numbers, seconds, lr, eps)
         run.step, run.global_step = step + 1, run.global_step + 1
-        if run.global_step % cfg.train.log_every == 0:
-            run.metrics.append(step_record(numbers, epoch + 1, run.step, run.global_step, lr, eps))
-        bar.set_postfix(postfix(numbers, seconds), refresh=False)
+        if run.global_step % cfg.train.log_every == 0:  # the global batch's numbers, all ranks
+            logged, mean_seconds = whole_batch(numbers, seconds, run.info.world_size)
+            run.metrics.append(step_record(logged, epoch + 1, run.step, run.global_step, lr, eps))
+            bar.set_postfix(postfix(logged, mean_seconds), refresh=False)
+        elif not run.info.distributed:  # under DDP the bar shows only the logged steps
+            bar.set_postfix(postfix(numbers, seconds), refresh=False)
         bar.update(1)
         every = cfg.train.checkpoint_every
         if every and run.global_step % every == 0 and run.step < spe:

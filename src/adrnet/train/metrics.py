@@ -84,6 +84,26 @@ def sum_over_ranks(running: dict, world_size: int) -> dict:
     return out
 
 
+def whole_batch(numbers: dict, seconds: float, world_size: int) -> tuple[dict, float]:
+    """One step's ``numbers`` over the global batch of every rank, and the ranks' mean
+    ``seconds`` (a collective: every rank must call it, at the same steps).
+
+    Why: each rank's numbers are means over its own shard; a step record or progress bar
+    showing rank 0's would misdescribe the step (a 2-process ADR run logged 1.73 where
+    the same step of one process is 1.19). Each mean is weighted by its shard's examples,
+    as the epoch records are, so the values equal the single-process step's to float
+    rounding. A single process gets its own numbers back, untouched."""
+    if world_size == 1:
+        return numbers, seconds
+    running: dict = {}
+    accumulate(running, numbers, seconds, lr=0.0, eps=0.0)
+    total = sum_over_ranks(running, world_size)
+    examples = max(total["examples"], 1)
+    out = {name: total[f"sum_{name}"] / examples for name in scalars(numbers)}
+    out.update({key: total.get(key) for key in COUNT_KEYS})
+    return out, total["seconds"] / world_size
+
+
 def averages(running: dict, world_size: int = 1) -> dict:
     """Epoch averages (per example) of running sums already added over the ranks;
     images/s counts every rank's images per second of (mean) step time."""

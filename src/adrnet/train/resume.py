@@ -4,7 +4,8 @@ Why: a resumed training run must continue exactly where it stopped: same weights
 BatchNorm statistics, same optimiser momentum, same position in the epoch (the batches
 and the PGD random starts are functions of (seed, epoch, step)), same running sums for
 the epoch's averages (summed over the ranks), same metric history and best-so-far, and
-the same number of processes (a resume under another world size is refused). See
+the same number of processes (a resume under another world size is refused), the same
+validation (what ``best`` compares) and the same data, wherever they now are. See
 ``adrnet/runs/checkpoint.py`` for how the files are written and verified.
 """
 
@@ -18,7 +19,7 @@ import torch
 
 import adrnet
 from adrnet.config import config_diff, config_to_dict
-from adrnet.data.kinds import check_same_data, data_record
+from adrnet.data.kinds import data_record
 from adrnet.errors import CheckpointError, ConfigError
 from adrnet.runs.checkpoint import (
     checkpoint_files, encode_state, encode_weights, open_checkpoint, read_state, read_weights,
@@ -26,11 +27,16 @@ from adrnet.runs.checkpoint import (
 )
 from adrnet.runs.load import check_architecture, config_of, model_identity
 from adrnet.train.metrics import sum_over_ranks, summed_keys
+from adrnet.train.state import validation_step_size
 
 #: Keys a resumed run may change: they do not alter the weights it computes
-#: (train.epochs extends or shortens the run; cosine/one-cycle follow the new length).
+#: (train.epochs extends or shortens the run; cosine/one-cycle follow the new length);
+#: of eval.*, not those that say what validation measures (validation_settings).
 RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.progress", "train.num_threads",
                      "train.checkpoint_every", "train.log_every", "eval.")
+#: Keys that say where the data are, not which: a resume may change them when the data
+#: found there are those the run was trained on (check_same_splits, by their SHA-256).
+DATA_PLACE_KEYS = ("data.root", "data.path")
 
 
 def _position(run) -> str:
@@ -44,7 +50,7 @@ def _meta(run, which: str, running: dict) -> dict:
         "best": {"metric": "val_acc_robust", "value": run.best_value, "epoch": run.best_epoch},
         "running": running, "metrics": run.metrics.records,
         "config": config_to_dict(run.cfg), "model": model_identity(run.net, run.cfg),
-        "objects": run.objects, **data_record(run.dataset),
+        "objects": run.objects, **data_record(run.dataset), "splits_sha256": run.splits_sha256,
         "device": str(run.device), "world_size": run.info.world_size,
         "adrnet_version": adrnet.__version__, "torch_version": torch.__version__,
         "python_version": platform.python_version(), "saved_unix": time.time(),
@@ -74,15 +80,103 @@ def save_run(run, names=("last",)) -> None:
     run.saved_at = _position(run)
 
 
-def check_resumable(saved_cfg, cfg, source) -> None:
+def check_resumable(saved_cfg, cfg, source, validated: bool = True) -> None:
+    """Refuse a resume whose config changes what the run computes or, once it has
+    ``validated`` an epoch, what its validation measures. The data's place
+    (DATA_PLACE_KEYS) passes here: :func:`restore_run` checks the data found there by
+    their fingerprint (:func:`check_same_splits`)."""
+    if validated:
+        check_same_validation(saved_cfg, cfg, source)
     changed = [k for k in config_diff(saved_cfg, cfg)
-               if not any(k == p or (p.endswith(".") and k.startswith(p))
-                          for p in RESUMABLE_CHANGES)]
+               if k not in DATA_PLACE_KEYS and not any(
+                   k == p or (p.endswith(".") and k.startswith(p)) for p in RESUMABLE_CHANGES)]
     if changed:
         raise ConfigError(f"cannot resume {source} with a different config: {', '.join(changed)} "
                           f"changed; a resumed run may only change train.epochs, train.device, "
                           "train.progress, train.num_threads, train.checkpoint_every, "
-                          "train.log_every and eval.*; start a new run (--out) instead")
+                          "train.log_every, data.root or data.path (to the same data at another "
+                          "place) and the eval.* keys other than validation's; start a new run "
+                          "(--out) instead")
+
+
+def validation_settings(cfg) -> dict:
+    """What validation measures, as the values it runs with (eval.eps unset: attack.eps;
+    eval.val_step_size unset: its default for that radius and number of steps)."""
+    return {"eval.eps": cfg.eval_eps, "eval.val_steps": cfg.eval.val_steps,
+            "eval.val_step_size": validation_step_size(cfg), "eval.val_size": cfg.eval.val_size}
+
+
+def has_validated(meta: dict) -> bool:
+    """Whether the run of checkpoint record ``meta`` has validated an epoch (it has a best
+    value, or an epoch record with a validation); False for a run stopped before or
+    during its first validation."""
+    best, metrics = meta.get("best"), meta.get("metrics")
+    return ((isinstance(best, dict) and best.get("value") is not None)
+            or (isinstance(metrics, list)
+                and any(isinstance(r, dict) and "val_acc_robust" in r for r in metrics)))
+
+
+def check_same_validation(saved_cfg, cfg, source) -> None:
+    """Refuse a resume that changes what validation measures: its radius, attack steps,
+    step size or number of examples (called once the run has validated an epoch: before
+    that there is nothing to compare, and a first validation stopped by a signal may be
+    redone with other settings).
+
+    Why refuse rather than record the settings per epoch: ``best`` is the epoch whose
+    validation robust accuracy is highest, and an accuracy at ε 0.2 (or under PGD-50, or on
+    other examples) is not better or worse than one at ε 0.05, only another measure; so is
+    the validation curve in metrics.jsonl. A run keeps one validation, recorded in its
+    config; any checkpoint can still be measured at other settings by ``adrnet eval``."""
+    before, now = validation_settings(saved_cfg), validation_settings(cfg)
+    changed = [f"{key} = {now[key]:g} (it validates with {before[key]:g})"
+               for key in before if before[key] != now[key]]
+    if changed:
+        raise ConfigError(
+            f"cannot resume {source} with {'; '.join(changed)}: every epoch of a run is "
+            "validated alike (robust accuracy at eval.eps under PGD with eval.val_steps steps of "
+            "eval.val_step_size, on eval.val_size examples), because the best checkpoint is the "
+            "epoch where it is highest; keep these settings, measure a checkpoint at others with "
+            f"`adrnet eval {source} --eps E --steps K`, or start a new run (--out)")
+
+
+def check_same_splits(meta: dict, saved_cfg, run) -> None:
+    """Refuse to resume on other examples than the run was trained and validated on, by
+    the SHA-256 of its training and validation tensors (:func:`splits_sha256`, recorded in
+    every checkpoint); so a run whose data moved (``data.root`` or ``data.path`` changed)
+    continues when the data found at the new place are the same. Why the tensors and not
+    the files: the same examples may be found in another format or folder, and what a
+    resume must keep bit for bit is the tensors. A checkpoint from an adrnet that did not
+    record them continues only where its data are (or its data file's SHA-256 matches)."""
+    source = run.run_dir
+    moved = {key: (getattr(saved_cfg.data, key[5:]), getattr(run.cfg.data, key[5:]))
+             for key in DATA_PLACE_KEYS
+             if getattr(saved_cfg.data, key[5:]) != getattr(run.cfg.data, key[5:])}
+    where = "; ".join(f"{key} = {new!r}, it was {old!r}" for key, (old, new) in moved.items())
+    recorded = meta.get("splits_sha256")
+    if recorded is None:
+        saved_file = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+        before, now = saved_file.get("sha256"), run.dataset.sha256 if run.dataset else None
+        if before and now and before != now:
+            raise ConfigError(f"cannot resume {source}: its data file ({run.cfg.data.path}) changed "
+                              f"since the run started (SHA-256 {before[:12]}… then, {now[:12]}… "
+                              "now); restore the file it was trained on, or start a new run (--out)")
+        same_file = bool(before) and before == now
+        if moved and not same_file:
+            raise ConfigError(
+                f"cannot resume {source} with {where}: its checkpoint, written by an earlier "
+                "adrnet, records no fingerprint of its data, so the data at the new place "
+                "cannot be checked against those it was trained on; give the old value again "
+                "(a symbolic link at the old place will do), or start a new run (--out)")
+        return
+    if not isinstance(recorded, str) or len(recorded) != 64:
+        raise CheckpointError(f"{source} records splits_sha256 = {recorded!r}, not a SHA-256; "
+                              "the record is damaged or was edited: restore it or start a new run")
+    if recorded != run.splits_sha256:
+        raise ConfigError(
+            f"cannot resume {source}: the training and validation examples it would read now "
+            f"are not those it was trained on (SHA-256 {recorded[:12]}… then, "
+            f"{run.splits_sha256[:12]}… now{'; ' + where if moved else ''}); point the run at "
+            "the data it was trained on, or start a new run (--out)")
 
 
 def check_same_objects(saved: dict, passed: dict, source) -> None:
@@ -177,9 +271,9 @@ def restore_run(run) -> dict:
                               f"({files.path('meta')} is missing); start it with --out instead")
     files, meta = open_checkpoint(files)
     saved_cfg = config_of(meta, files.path("meta"))
-    check_resumable(saved_cfg, run.cfg, run.run_dir)
+    check_resumable(saved_cfg, run.cfg, run.run_dir, validated=has_validated(meta))
     check_same_objects(meta.get("objects", {}), run.objects, run.run_dir)
-    check_same_data(meta.get("data"), run.dataset, run.run_dir, run.cfg.data.path)
+    check_same_splits(meta, saved_cfg, run)
     check_world_size(meta, run.info.world_size, run.run_dir)
     check_record(meta, saved_cfg.train.epochs, run.steps_per_epoch, files.path("meta"))
     weights = read_weights(files, meta)

@@ -23,6 +23,7 @@ from adrnet.attacks import attack_mode, make_threat, pgd
 from adrnet.attacks.pgd import default_step_size
 from adrnet.config import Config
 from adrnet.data import DatasetInfo, TensorPair, describe, load, random_crop_flip
+from adrnet.data.kinds import splits_sha256
 from adrnet.data.splits import checked_pair
 from adrnet.device import default_dtype, parameter_dtype
 from adrnet.errors import ConfigError
@@ -57,6 +58,7 @@ class Run:
     threat: Any = None             # the training threat (attack.threat, attack.eps), checked once
     val_threat: Any = None         # validation's (attack.threat, the reported eval eps)
     dataset: Any = None            # the DatasetInfo (a file's SHA-256 goes in checkpoints)
+    splits_sha256: str = ""        # of the train and val tensors (adrnet.data.kinds.splits_sha256)
 
     @property
     def device(self) -> torch.device:
@@ -117,7 +119,7 @@ class Objects:
 def build_run(cfg: Config, run_dir: Path, info, objects: Objects = Objects()) -> Run:
     """Model (seeded init), optimiser, scaler, objective and data of ``cfg`` on
     ``info.device``; any of model, data and objective may come as ``objects`` instead."""
-    from adrnet.train.distributed import wrap_ddp
+    from adrnet.train.distributed import check_ranks_agree, wrap_ddp
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     if cfg.train.precision == "fp16" and info.device.type != "cuda":
@@ -125,6 +127,9 @@ def build_run(cfg: Config, run_dir: Path, info, objects: Objects = Objects()) ->
                           "use 'bf16' on CPU")
     data = dataset_info(cfg, objects.splits)
     train, val = load_data(cfg) if objects.splits is None else given_splits(cfg, data, objects.splits)
+    data_sha256 = splits_sha256({"training": train, "validation": val})
+    check_ranks_agree({"training": len(train.y), "validation": len(val.y)},
+                    data_sha256)  # under torchrun: before DDP's first collective
     torch.manual_seed(cfg.train.seed)
     dtype = parameter_dtype(cfg.train.precision)
     if objects.model is None:
@@ -141,7 +146,8 @@ def build_run(cfg: Config, run_dir: Path, info, objects: Objects = Objects()) ->
                optimizer=optimizer, scaler=scaler, objective=objective, train=train, val=val,
                augment=augmentation(cfg, data), objects=objects.described(), dataset=data,
                threat=make_threat(cfg.attack.threat, cfg.attack.eps, data.input_values),
-               val_threat=make_threat(cfg.attack.threat, cfg.eval_eps, data.input_values))
+               val_threat=make_threat(cfg.attack.threat, cfg.eval_eps, data.input_values),
+               splits_sha256=data_sha256)
 
 
 def dataset_info(cfg: Config, splits=None) -> DatasetInfo:
