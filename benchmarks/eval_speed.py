@@ -45,10 +45,17 @@ EPS = 0.3
 
 
 def trained_run(name: str, out: Path, given: dict) -> Path:
-    """The run directory of ``name``: given with --run, else trained (or resumed) here."""
+    """The run directory of ``name``: given with --run, else trained (or resumed) here.
+    Its best checkpoint (the one measured) is committed with the results, without the
+    resumable last one (git keeps 3.8 MB a model, not 7.5 MB), so that a later session
+    on another machine measures the same weights: a run holding a best checkpoint and no
+    last is used as it is."""
     if name in given:
         return Path(given[name])
     run = out / "runs" / name
+    checkpoints = run / "checkpoints"
+    if (checkpoints / "best.json").is_file() and not (checkpoints / "last.json").is_file():
+        return run
     subprocess.run([sys.executable, "-m", "adrnet", "train", "--config", str(ROOT / PRESETS[name]),
                     "--out", str(run), "--resume-if-exists", "--no-progress"], check=True)
     return run
