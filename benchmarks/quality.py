@@ -381,8 +381,15 @@ def recipe(results: dict, scores: dict) -> str:
     gap = (f"{abs(0.92 - accuracy) / max(standard_error, 1e-12):.1f} standard errors "
            f"{'below' if accuracy < 0.92 else 'above'} 92% (one standard error: "
            f"{100 * standard_error:.2f} points)")
-    status = "met" if (accuracy >= 0.92 and minutes <= 30 and n >= 1000
-                       and at_target_radius(entry["summary"]["eps"])) else "missed"
+    def status_of(robust: float) -> str:
+        return "met" if (robust >= 0.92 and minutes <= 30 and n >= 1000
+                         and at_target_radius(entry["summary"]["eps"])) else "missed"
+    status = status_of(accuracy)
+    record = follow_up_record(entry)
+    if record is not None:  # the target judged again on the worst case with AutoAttack's follow-up
+        worst = record["worst_case_accuracy"]
+        gap += (f"; with AutoAttack's Square follow-up on the same images (docs/results.md) the worst "
+                f"case is {pct(worst)}%: {status_of(worst)}")
     stages = entry["summary"].get("autoattack_after")
     after = ("; accuracy after each attack: "
              + ", ".join(f"{attack} {pct(value)}%" for attack, value in stages.items())
@@ -415,6 +422,34 @@ def figures(entry: dict) -> str:
             f"{entry['threads']} thread(s)")
 
 
+#: The recipe's evaluation with AutoAttack's Square follow-up (benchmarks/square_follow_up.py).
+FOLLOW_UP = ROOT / "benchmarks" / "results" / "recipe_square" / "run" / "eval_square.json"
+
+
+def follow_up_record(entry: dict) -> dict | None:
+    """The evaluation of benchmarks/square_follow_up.py (AutoAttack and its Square
+    follow-up) when it attacked the very weights of ``entry``'s row, else None."""
+    if not FOLLOW_UP.exists():
+        return None
+    record = json.loads(FOLLOW_UP.read_text())
+    return record if record.get("weights_sha256") == entry.get("weights_sha256") else None
+
+
+def follow_up(entry: dict) -> str:
+    """What the Square follow-up found on ``entry``'s weights, in one sentence (or nothing)."""
+    record = follow_up_record(entry)
+    if record is None:
+        return ""
+    label = next(name for name, settings in record["attack_settings"].items()
+                 if isinstance(settings, dict) and settings.get("attacks") == ["square"])
+    settings, n = record["attack_settings"][label], record["n"]
+    extra = round((record["attack_accuracy"]["autoattack"] - record["worst_case_accuracy"]) * n)
+    return (f" AutoAttack's follow-up to its flag, a stronger Square "
+            f"({settings['square_queries']} queries × {settings.get('square_restarts', 1)} restarts) on the "
+            f"same weights and images, broke {extra} more point(s): **{pct(record['worst_case_accuracy'])}%** "
+            "worst case over both (docs/results.md).")
+
+
 def headline(results: dict, scores: dict) -> str:
     """The README's sentences: the demo preset (configs/mnist_quick_adr.toml, seed 0), and
     the recipe chosen on validation once its AutoAttack is done."""
@@ -429,7 +464,7 @@ def headline(results: dict, scores: dict) -> str:
     if recipe_entry and recipe_entry["summary"].get("autoattack") is not None:
         text += (f" The 30-minute MNIST recipe, chosen on validation among {len(RECIPE_CANDIDATES)} "
                  f"candidates ({described(name, recipe_entry)}): {figures(recipe_entry)}"
-                 f"{second_seed(name, results)}.")
+                 f"{second_seed(name, results)}.{follow_up(recipe_entry)}")
         shown += [name, name.removesuffix("_s0") + "_s1"] if name.endswith("_s0") else [name]
     return text + "".join(f"\n\n{line}" for line in flag_lines(results, shown))
 

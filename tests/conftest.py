@@ -33,7 +33,7 @@ except ImportError:  # numpy 1.x
 #: module that compares floats against written-down values belongs here.
 RECORDED_FLOATS = frozenset({
     "test_golden", "test_terms", "test_objectives", "test_mart", "test_adr_options",
-    "test_models", "test_attacks", "test_eval", "test_mt_bb", "test_sanity",
+    "test_models", "test_attacks", "test_eval", "test_mt_bb", "test_sanity", "test_zoo",
 })
 
 

@@ -1,4 +1,4 @@
-"""The ``adrnet`` command: ``train``, ``ablate``, ``data fetch|info``, ``eval`` and ``report``.
+"""The ``adrnet`` command: ``train``, ``ablate``, ``data fetch|info``, ``eval``, ``report`` and ``zoo``.
 
 Why a thin shell: each subcommand parses its arguments and calls one library
 function (``adrnet.train.train``, ``adrnet.eval.evaluate_run``...), so everything
@@ -82,13 +82,13 @@ def autoattack_attacks(args) -> tuple[str, ...] | None:
 
 def build_parser() -> argparse.ArgumentParser:
     from adrnet import __version__
-    from adrnet.cli import ablate, data, evaluate, report, train
+    from adrnet.cli import ablate, data, evaluate, report, train, zoo
     parser = argparse.ArgumentParser(
         prog="adrnet", description="Adversarially robust training with ADR (Bui et al., "
         "ECCV 2020) on PGD-AT and TRADES, and robustness evaluation.")
     parser.add_argument("--version", action="version", version=f"adrnet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in (train, ablate, data, evaluate, report):
+    for command in (train, ablate, data, evaluate, report, zoo):
         command.add_parser(subparsers)
     for subparser in subparsers.choices.values():
         subparser.add_argument(

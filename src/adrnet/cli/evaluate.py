@@ -41,7 +41,8 @@ def add_parser(subparsers) -> None:
                               description="Attack a trained model and write eval.json.",
                               epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="RUN_DIR_or_CHECKPOINT", nargs="?",
-                   help="a run directory or checkpoint (or give --model and --weights)")
+                   help="a run directory or checkpoint, or zoo:NAME, a shipped model (adrnet zoo "
+                        "lists them); or give --model and --weights")
     p.add_argument("--model", metavar="NAME", help="evaluate a model not trained by adrnet: "
                    "package.module:factory (imported) or a registered model name; with --weights, "
                    "--data and --eps")
@@ -80,7 +81,8 @@ def add_parser(subparsers) -> None:
                    help="restarts of the square attack (default 2; AutoAttack's Square: 1)")
     p.add_argument("--square-state", help="the square attack's progress file: rerun the same command to resume")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output file (default RUN_DIR/eval.json)")
+    p.add_argument("--out", help="output file (default RUN_DIR/eval.json; runs/zoo/NAME/eval.json "
+                                 "for zoo:NAME)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--precision", choices=("fp32", "bf16"),
                    help="the attacks' precision (default: the run's eval.precision, fp32): bf16 runs "

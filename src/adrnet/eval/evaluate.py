@@ -38,6 +38,7 @@ from adrnet.eval.robust import robust_accuracy
 from adrnet.locking import file_lock
 from adrnet.runs import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint
 from adrnet.runs.load import LoadedCheckpoint
+from adrnet.runs.zoo import ZOO_EVAL_DIR, is_zoo
 
 
 @dataclass(frozen=True)
@@ -335,13 +336,20 @@ def evaluate_run(target: str | Path | LoadedCheckpoint, options: EvalOptions = E
     """Evaluate a run directory or checkpoint; write and return the ``eval.json`` record.
     ``target`` may also be a model already loaded with its config (``adrnet eval --model
     ... --weights FILE``: :func:`adrnet.runs.weights.load_weights`); its eval.json goes
-    next to the weights file.
+    next to the weights file. A shipped model, ``"zoo:NAME"``, writes
+    ``runs/zoo/NAME/eval.json`` (below the working directory, as training's default run
+    directories are: the installed package is not the place for results).
 
     The output file is locked for the whole evaluation (a second ``adrnet eval``
     writing it is refused), and an earlier record there is checked before any
     attack runs. The returned record's ``notes`` say what was dropped from it."""
     started = time.time()
     given = target if isinstance(target, LoadedCheckpoint) else None
+    weights_file = given is not None  # a model from --model/--weights: no objective to record
+    zoo_name = str(target) if is_zoo(target) else None
+    if zoo_name:  # a shipped model: loaded by name, its results go under runs/zoo/
+        given = load_checkpoint(target, map_location="cpu", which=options.which)
+        options = replace(options, out=options.out or str(ZOO_EVAL_DIR / given.files.stem.name / "eval.json"))
     target = Path(target) if given is None else given.files.stem
     loaded = given or load_checkpoint(target, map_location="cpu", which=options.which)
     cfg = loaded.cfg
@@ -368,10 +376,10 @@ def evaluate_run(target: str | Path | LoadedCheckpoint, options: EvalOptions = E
         torch.manual_seed(opts.seed)
         result, summaries = run_attacks(model, x, y, opts)
         record = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "checkpoint": str(stem), "which": stem.name,
+                  "checkpoint": zoo_name or str(stem), "which": "best" if zoo_name else stem.name,
                   "weights_sha256": loaded.weights_sha256, "dataset": cfg.data.name,
                   "model": cfg.model.name,
-                  "objective": cfg.objective.name if given is None else "(weights file)",
+                  "objective": "(weights file)" if weights_file else cfg.objective.name,
                   "split": opts.split,
                   "norm": opts.norm, "eps": opts.eps, "precision": opts.precision,
                   "device": opts.device, "seed": opts.seed, **result.to_dict(), "plan": plan}

@@ -8,7 +8,8 @@ A run directory holds ``config.toml``, ``metrics.jsonl``/``.csv`` and
 load.py: how a user's path is resolved and a model rebuilt from them; records.py: how
 metrics.jsonl, eval.json and config.toml are read back for ``adrnet report``;
 directory.py: which directories a new run may start in; weights.py: a model trained
-elsewhere, from its factory and a weights file). Evaluation,
+elsewhere, from its factory and a weights file; zoo.py: the models shipped with adrnet,
+``load_model("zoo:NAME")``). Evaluation,
 the report and user code read runs from here without importing the trainer.
 """
 

@@ -21,6 +21,7 @@ from adrnet.models import info_from_spec, model_from_config
 from adrnet.runs.checkpoint import (
     CHECKPOINT_DIR, CheckpointFiles, _SUFFIXES, check_finite, checkpoint_files, read_checkpoint,
 )
+from adrnet.runs.zoo import is_zoo, read_zoo
 
 WHICH = ("best", "last")
 
@@ -127,14 +128,20 @@ def load_checkpoint(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu"
 
     The model is rebuilt from the recorded config, or, for a run trained on a model passed
     as an object, loaded into ``model`` (a module of the same architecture: only weights
-    are read, no code)."""
-    files = resolve_checkpoint(run_dir_or_checkpoint, which)
-    last = files.sibling("last")
-    if files.stem.name == "best" and not files.path("meta").exists() and last.path("meta").exists():
-        raise CheckpointError(f"{files.stem.parent} has no best checkpoint yet (no validation "
-                              "has finished); use the last one (which='last', adrnet eval "
-                              "--which last)")
-    files, meta, weights = read_checkpoint(files)  # verified against meta's SHA-256
+    are read, no code). ``"zoo:NAME"`` is a model shipped with adrnet (:mod:`adrnet.runs.zoo`)."""
+    if is_zoo(run_dir_or_checkpoint):
+        if which != "best":
+            raise CheckpointError(f"{run_dir_or_checkpoint} is one checkpoint, its run's best: "
+                                  f"which={which!r} does not apply")
+        files, meta, weights = read_zoo(run_dir_or_checkpoint)  # verified against its SHA-256
+    else:
+        files = resolve_checkpoint(run_dir_or_checkpoint, which)
+        last = files.sibling("last")
+        if files.stem.name == "best" and not files.path("meta").exists() and last.path("meta").exists():
+            raise CheckpointError(f"{files.stem.parent} has no best checkpoint yet (no validation "
+                                  "has finished); use the last one (which='last', adrnet eval "
+                                  "--which last)")
+        files, meta, weights = read_checkpoint(files)  # verified against meta's SHA-256
     cfg = config_of(meta, files.path("meta"))
     objects = meta.get("objects") or {}
     if model is None and "model" in objects:
@@ -152,7 +159,8 @@ def load_checkpoint(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu"
 
 def load_model(run_dir_or_checkpoint: str | os.PathLike, map_location="cpu",
                which: str = "best", model: torch.nn.Module | None = None):
-    """(model in eval mode on ``map_location``, Config) of a run or checkpoint.
+    """(model in eval mode on ``map_location``, Config) of a run, a checkpoint or a
+    shipped model (``"zoo:NAME"``).
 
     ``which`` picks the run's "best" (highest validation robust accuracy) or
     "last" checkpoint when a run directory is given; ``model`` receives the weights of a

@@ -1,0 +1,350 @@
+"""The paper's component study at the quick budget: which ADR component does what, read
+against measured seed noise, and whether ADR's difference to PGD-AT changes with budget.
+
+On MNIST and on Fashion-MNIST (configs/{mnist,fashion_mnist}_quick_adr.toml):
+1. the ablation of ``adrnet ablate``: base (every ADR weight 0), full ADR, each of the five
+   components alone on the base, and full ADR without each (seed 0);
+2. seed noise: base and full at seeds 1 and 2 as well;
+3. the budget: PGD-AT (the quick PGD-AT preset) and ADR-PGD (full) at the quick budget and at
+   four times its epochs (the same recipe otherwise), seeds 0 and 1.
+Every run is trained and evaluated alike by :func:`adrnet.study.run_study`: clean and PGD-40
+(L∞, step 2.5ε/40) on the whole test split, AutoAttack (standard) on the first ``--aa-n``
+test images, on the checkpoint chosen on the validation split.
+
+A difference between two runs counts only beyond twice its seed noise: the standard deviation
+of a difference of two single runs, sqrt(s_base² + s_full²), from the three seeds of base
+and of full (each s the sample standard deviation over seeds); a difference of means over k
+seeds each, beyond twice that over sqrt(k). Three seeds give each s two degrees of freedom,
+so the 2σ cut is a rough rule, not a 95% test. Every run is attacked on the same test
+images, so the seed spread already holds the variation between runs on them; the binomial
+error shown beside AutoAttack says how far one figure may lie from its whole-test value.
+
+Resumable across sessions, as benchmarks/quality.py is: run directories live in ``--work``
+(default ~/.cache/adrnet/ablation_study, outside the checkout), each finished run's summary
+is saved in benchmarks/results/ablation/NAME.json (commit it) and never redone. The docs
+(the ablation block of docs/results.md, docs/images/ablation_*.png and the README's study
+paragraph) are rewritten from those files after every run, saying what is still to come.
+
+Usage: python benchmarks/ablation_study.py [--aa-n 500] [--only NAME ...] [--docs-only] [--list]
+(two processes, each with its own --only runs, use two cores; one without --only takes the
+next run not done). A quick run costs what the quality table's rows do (its time columns);
+the 4x runs train four times as long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from quality import aa_flags, cpu_name, replace_block
+
+from adrnet.atomic import write_json_atomic
+from adrnet.config import Config, apply_overrides, load_config
+from adrnet.study import EvalPlan, ablation_variants, check_comparable, run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "ablation"
+DOCS, README, IMAGES = ROOT / "docs" / "results.md", ROOT / "README.md", ROOT / "docs" / "images"
+PGD_STEPS, NOISE_MULTIPLE, BUDGET_FACTOR = 40, 2, 4
+#: key -> (label, ADR preset, PGD-AT preset)
+DATASETS = {"mnist": ("MNIST ε=0.3", "configs/mnist_quick_adr.toml", "configs/mnist_quick_pgd_at.toml"),
+            "fashion": ("Fashion-MNIST ε=0.1", "configs/fashion_mnist_quick_adr.toml",
+                        "configs/fashion_mnist_quick_pgd_at.toml")}
+METRICS = (("clean", "clean"), ("pgd", f"PGD-{PGD_STEPS}"), ("autoattack", "AutoAttack"))
+NOISE_SEEDS, BUDGET_SEEDS = (0, 1, 2), (0, 1)
+
+
+class Run(NamedTuple):
+    dataset: str          # a key of DATASETS
+    variant: str          # an ablation variant, "pgd_at", or either with the budget suffix
+    seed: int
+    preset: str
+    overrides: tuple      # --set overrides on the variant's config
+
+
+def variant_config(run: Run) -> Config:
+    cfg = load_config(ROOT / run.preset)
+    base_variant = run.variant.removesuffix(f"_x{BUDGET_FACTOR}")
+    if base_variant != "pgd_at":
+        cfg = ablation_variants(cfg)["full" if base_variant == "adr_pgd" else base_variant]
+    return apply_overrides(cfg, [*run.overrides, f"train.seed={run.seed}", "train.progress=false"])
+
+
+def planned() -> dict[str, Run]:
+    """Every run by name, in the order of the work: the yardsticks (seeds) first, so that
+    every later difference is read against a measured noise as soon as it exists."""
+    runs = {}
+
+    def add(dataset, variant, seed, preset, overrides=()):
+        runs[f"{dataset}_{variant}_s{seed}"] = Run(dataset, variant, seed, preset, tuple(overrides))
+
+    for dataset, (_, adr, _) in DATASETS.items():
+        for seed in NOISE_SEEDS:
+            add(dataset, "base", seed, adr)
+            add(dataset, "full", seed, adr)
+    for dataset, (_, adr, _) in DATASETS.items():
+        for variant in ablation_variants(load_config(ROOT / adr)):
+            if variant not in ("base", "full"):
+                add(dataset, variant, 0, adr)
+    for dataset, (_, adr, pgd_at) in DATASETS.items():
+        epochs = load_config(ROOT / adr).train.epochs
+        for seed in BUDGET_SEEDS:
+            add(dataset, "pgd_at", seed, pgd_at)
+        for seed in BUDGET_SEEDS:
+            for variant, preset in (("pgd_at", pgd_at), ("adr_pgd", adr)):
+                add(dataset, f"{variant}_x{BUDGET_FACTOR}", seed, preset,
+                    [f"train.epochs={BUDGET_FACTOR * epochs}"])
+    return runs
+
+
+def load_results() -> dict:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))}
+
+
+def run_one(name: str, run: Run, args) -> dict:
+    cfg = variant_config(run)
+    plan = EvalPlan(pgd_steps=PGD_STEPS, autoattack_n=args.aa_n, progress=False, diagnostics=False)
+    entry = run_study({name: cfg}, Path(args.work) / name, plan)[name]
+    return {**entry, "dataset": run.dataset, "variant": run.variant, "seed": run.seed,
+            "preset": run.preset, "overrides": list(run.overrides), "machine": cpu_name(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+# ---------------------------------------------------------------- reading the results
+
+def value(results: dict, name: str, key: str) -> float | None:
+    """A run's accuracy (in %) under ``key``, None until it ran."""
+    found = results.get(name, {}).get("summary", {}).get(key)
+    return None if found is None else 100 * found
+
+
+def seed_values(results: dict, dataset: str, variant: str, key: str, seeds) -> list[float]:
+    return [v for seed in seeds if (v := value(results, f"{dataset}_{variant}_s{seed}", key)) is not None]
+
+
+def difference_noise(results: dict, dataset: str, key: str) -> float | None:
+    """Standard deviation (points) of the difference of two single runs: sqrt(s_base² +
+    s_full²) over the seeds of base and full; None until each has at least two seeds."""
+    spreads = [seed_values(results, dataset, variant, key, NOISE_SEEDS) for variant in ("base", "full")]
+    if any(len(values) < 2 for values in spreads):
+        return None
+    return math.sqrt(sum(statistics.variance(values) for values in spreads))
+
+
+def verdict(difference: float, noise: float | None, seeds: int = 1) -> str:
+    """``difference`` (points, of means over ``seeds`` seeds each) against the noise of a
+    difference of two single runs, scaled down by sqrt(seeds)."""
+    if noise is None:
+        return "noise not measured yet"
+    if abs(difference) <= NOISE_MULTIPLE * noise / math.sqrt(seeds):
+        return "within noise"
+    return f"{'better' if difference > 0 else 'worse'}, beyond {NOISE_MULTIPLE}σ"
+
+
+def ablation_rows(results: dict, dataset: str) -> list[dict]:
+    """Each ablation variant at seed 0 with its difference to base and its verdict per
+    metric; full against base as the difference of their means over every seed run (the
+    study's headline question, so it gets all the seeds)."""
+    rows = []
+    for variant in ablation_variants(load_config(ROOT / DATASETS[dataset][1])):
+        name, row = f"{dataset}_{variant}_s0", {"variant": variant, "seeds": 1}
+        for key, _ in METRICS:
+            mine, base = value(results, name, key), value(results, f"{dataset}_base_s0", key)
+            row[key] = mine
+            if variant == "full":
+                full_all, base_all = (seed_values(results, dataset, v, key, NOISE_SEEDS) for v in ("full", "base"))
+                if len(full_all) == len(base_all) == len(NOISE_SEEDS):
+                    mine, base = statistics.mean(full_all), statistics.mean(base_all)
+                    row[key], row["seeds"] = mine, len(NOISE_SEEDS)
+            if mine is not None and base is not None and variant != "base":
+                row[f"d_{key}"] = mine - base
+                row[f"verdict_{key}"] = verdict(mine - base, difference_noise(results, dataset, key),
+                                                row["seeds"])
+        row["flagged"] = bool(aa_flags(results.get(name)))
+        rows.append(row)
+    return rows
+
+
+def cell(x: float | None, digits: int = 2, sign: bool = False) -> str:
+    return "–" if x is None else f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def ablation_table(results: dict, dataset: str) -> list[str]:
+    label = DATASETS[dataset][0]
+    lines = [f"#### {label}: the ablation (seed 0), differences to base in points", "",
+             "| run | clean | PGD-40 | AutoAttack | Δ clean | Δ PGD-40 | Δ AutoAttack | verdict (clean / PGD-40 / AA) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in ablation_rows(results, dataset):
+        verdicts = " / ".join(row.get(f"verdict_{key}", "–") for key, _ in METRICS)
+        shown = row["variant"] + (f" (mean of {row['seeds']} seeds, against base's)" if row["seeds"] > 1 else "")
+        lines.append(f"| {shown} | {cell(row['clean'])} | {cell(row['pgd'])} | "
+                     f"{cell(row['autoattack'])}{' †' if row['flagged'] else ''} | "
+                     + " | ".join(cell(row.get(f"d_{key}"), sign=True) for key, _ in METRICS)
+                     + f" | {verdicts if row['variant'] != 'base' else 'the reference'} |")
+    noise = []
+    for key, metric in METRICS:
+        spread = {variant: seed_values(results, dataset, variant, key, NOISE_SEEDS) for variant in ("base", "full")}
+        shown = "; ".join(f"{variant} {statistics.mean(v):.2f} ± {statistics.stdev(v):.2f} ({len(v)} seeds)"
+                          if len(v) > 1 else f"{variant}: {len(v)} seed(s) so far" for variant, v in spread.items())
+        sigma = difference_noise(results, dataset, key)
+        noise.append(f"- {metric}: {shown}; σ of a difference: {cell(sigma)} points")
+    n = next((r["summary"].get("autoattack_n") for r in results.values()
+              if r["dataset"] == dataset and r["summary"].get("autoattack_n")), None)
+    lines += ["", "Seed noise (mean ± standard deviation over seeds; a difference counts beyond "
+              f"{NOISE_MULTIPLE}σ):", *noise]
+    base_aa = value(results, f"{dataset}_base_s0", "autoattack")
+    if n and base_aa is not None:
+        p = base_aa / 100
+        lines.append(f"- AutoAttack runs on the first {n} test images, the same for every run (so "
+                     "the seed spread holds the variation between runs on them); one figure may "
+                     f"lie about {100 * math.sqrt(p * (1 - p) / n):.2f} points (binomial standard "
+                     "error at base's accuracy) from its value on the whole test split.")
+    return lines
+
+
+def budget_lines(results: dict, dataset: str) -> list[str]:
+    """ADR-PGD minus PGD-AT at the quick budget and at BUDGET_FACTOR times it, per metric."""
+    lines = []
+    for key, metric in METRICS:
+        parts = []
+        for suffix, label in (("", "quick budget"), (f"_x{BUDGET_FACTOR}", f"{BUDGET_FACTOR}x the epochs")):
+            adr_variant = "full" if not suffix else f"adr_pgd{suffix}"
+            adr = seed_values(results, dataset, adr_variant, key, BUDGET_SEEDS)
+            base = seed_values(results, dataset, f"pgd_at{suffix}", key, BUDGET_SEEDS)
+            if len(adr) == len(base) == len(BUDGET_SEEDS):
+                each = ", ".join(f"{a - b:+.2f}" for a, b in zip(adr, base))
+                gap = statistics.mean(adr) - statistics.mean(base)
+                judged = verdict(gap, difference_noise(results, dataset, key), len(BUDGET_SEEDS))
+                parts.append(f"{label}: {gap:+.2f} (seeds {each}; {judged})")
+            else:
+                parts.append(f"{label}: still to run")
+        lines.append(f"- {DATASETS[dataset][0]}, {metric}, ADR-PGD minus PGD-AT: " + "; ".join(parts))
+    return lines
+
+
+def draw(results: dict, dataset: str, path: Path) -> bool:
+    """Each variant's difference to base (clean, PGD-40, AutoAttack) as bars, with the
+    ±2σ band of seed noise per metric drawn behind them; False when nothing to draw yet."""
+    rows = [row for row in ablation_rows(results, dataset) if row["variant"] != "base"]
+    if not any(f"d_{key}" in row for row in rows for key, _ in METRICS):
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(12, 4), sharey=True)
+    names = [row["variant"] for row in rows]
+    for ax, (key, metric) in zip(axes, METRICS):
+        sigma = difference_noise(results, dataset, key)
+        if sigma is not None:
+            ax.axvspan(-NOISE_MULTIPLE * sigma, NOISE_MULTIPLE * sigma, color="0.88",
+                       label=f"±{NOISE_MULTIPLE}σ seed noise")
+        diffs = [row.get(f"d_{key}", 0.0) for row in rows]
+        colors = ["tab:blue" if row.get(f"d_{key}") is not None else "white" for row in rows]
+        ax.barh(names, diffs, color=colors, edgecolor="black", linewidth=0.5)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title(metric)
+        ax.set_xlabel("difference to base (points)")
+        if sigma is not None:
+            ax.legend(loc="lower right", fontsize=7)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"{DATASETS[dataset][0]}: each ADR variant against base (seed 0)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def answer(results: dict) -> str:
+    """The README's two sentences: which components moved robustness beyond the noise, and
+    what the budget did to ADR's difference to PGD-AT."""
+    found, budget = [], []
+    for dataset, (label, _, _) in DATASETS.items():
+        rows = ablation_rows(results, dataset)
+        judged = [row for row in rows if "verdict_pgd" in row and row["verdict_pgd"] != "noise not measured yet"]
+        if not judged:
+            continue
+        moved = [f"{row['variant']} ({row['d_pgd']:+.1f})" for row in judged if "beyond" in row["verdict_pgd"]]
+        found.append(f"on {label}, {len(moved)} of {len(judged)} variants differ from the base under "
+                     f"PGD-40 beyond {NOISE_MULTIPLE}σ of seed noise" + (f": {', '.join(moved)}" if moved else ""))
+        quick = [line for line in budget_lines(results, dataset) if "PGD-40" in line and "still to run" not in line]
+        if quick:
+            budget.append(quick[0].removeprefix("- "))
+    done = sum(name in results for name in planned())
+    if not found:
+        return "The ablation study (`python benchmarks/ablation_study.py`) has no measured difference yet.\n"
+    text = (f"The component study at the quick budget ({done} of {len(planned())} runs so far) found: "
+            f"{'; '.join(found)} (docs/results.md).")
+    if budget:
+        text += f" Budget: {'; '.join(budget)}."
+    else:
+        text += " The 4x-budget runs are still to come."
+    return text + "\n"
+
+
+def write_docs(results: dict) -> None:
+    planned_runs = planned()
+    done = [name for name in planned_runs if name in results]
+    machines = sorted({f"{r['machine']}, {r['threads']} thread(s), torch {r['torch']}" for r in results.values()})
+    lines = [f"Written by `python benchmarks/ablation_study.py` ({len(done)} of {len(planned_runs)} runs "
+             f"done; still to come: {', '.join(n for n in planned_runs if n not in results) or 'none'}). "
+             f"Machine(s): {'; '.join(machines) or '–'}. Clean and PGD-40 on the whole test split, "
+             "AutoAttack (standard) on the first test images, the checkpoint chosen on validation.", ""]
+    for dataset in DATASETS:
+        measured = {name: entry for name, entry in results.items() if entry["dataset"] == dataset}
+        if measured:
+            check_comparable(measured)  # one --aa-n, radius and PGD-k for every run of a table
+        lines += ablation_table(results, dataset)
+        image = IMAGES / f"ablation_{dataset}.png"
+        if draw(results, dataset, image):
+            lines += ["", f"![{DATASETS[dataset][0]} ablation](images/{image.name})"]
+        lines.append("")
+    lines += ["#### The budget: ADR-PGD minus PGD-AT (points, mean over seeds 0 and 1)", "",
+              *[line for dataset in DATASETS for line in budget_lines(results, dataset)], ""]
+    flagged = [f"- † {name}: {flag}" for name in done for flag in aa_flags(results.get(name))]
+    if flagged:
+        lines += ["† AutoAttack flagged these figures itself:", *flagged, ""]
+    replace_block(DOCS, "ablation-study", "\n".join(lines),
+                  "## Which ADR component does what (`python benchmarks/ablation_study.py`)\n")
+    replace_block(README, "study", answer(results))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--aa-n", type=int, default=500, help="AutoAttack on the first N test images")
+    parser.add_argument("--work", default=str(Path(os.environ.get("ADRNET_CACHE", Path.home() / ".cache" / "adrnet"))
+                                              / "ablation_study"))
+    parser.add_argument("--only", nargs="+", help="these runs only (names from --list)")
+    parser.add_argument("--docs-only", action="store_true", help="rewrite the docs from the saved results")
+    parser.add_argument("--list", action="store_true", help="print the planned runs and whether each is done")
+    args = parser.parse_args()
+    runs, results = planned(), load_results()
+    if args.list:
+        for name, run in runs.items():
+            print(f"{'done' if name in results else '    '}  {name}  ({run.preset} {' '.join(run.overrides)})")
+        return
+    unknown = sorted(set(args.only or ()) - set(runs))
+    if unknown:
+        parser.error(f"unknown run(s) {', '.join(unknown)}; --list shows them")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in [] if args.docs_only else (args.only or runs):
+        if name in results:
+            continue
+        print(f"== {name}", flush=True)
+        write_json_atomic(RESULTS / f"{name}.json", run_one(name, runs[name], args))
+        results = load_results()
+        write_docs(results)
+    results = load_results()
+    write_docs(results)
+    print(f"docs written from {len(results)} of {len(runs)} runs")
+
+
+if __name__ == "__main__":
+    main()
