@@ -445,7 +445,7 @@ def follow_up(entry: dict) -> str:
     settings, n = record["attack_settings"][label], record["n"]
     extra = round((record["attack_accuracy"]["autoattack"] - record["worst_case_accuracy"]) * n)
     return (f" AutoAttack's follow-up to its flag, a stronger Square "
-            f"({settings['square_queries']} queries × {settings.get('square_restarts', 1)} restarts) on the "
+            f"({settings['square_queries']} queries × {settings.get('square_restarts', 1)} restart(s)) on the "
             f"same weights and images, broke {extra} more point(s): **{pct(record['worst_case_accuracy'])}%** "
             "worst case over both (docs/results.md).")
 

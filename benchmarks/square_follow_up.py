@@ -60,7 +60,7 @@ def section(record: dict, run: Path, machine: dict) -> str:
              "| attack | robust accuracy | time |", "|---|---|---|",
              f"| AutoAttack (standard){' †' if flags else ''} | {100 * aa:.2f}% | {minutes('autoattack')} |",
              f"| Square alone, {settings['square_queries']} queries × {settings.get('square_restarts', 1)} "
-             f"restarts (AutoAttack's: 5000 × 1) | {100 * follow_up:.2f}% | {minutes(label)} |",
+             f"restart(s) (AutoAttack's: 5000 × 1) | {100 * follow_up:.2f}% | {minutes(label)} |",
              f"| worst case over both | **{100 * worst:.2f}%** | |", "",
              f"Clean accuracy on these {n}: {100 * record['clean_accuracy']:.2f}%. "
              f"The follow-up broke {only_follow_up} point(s) that AutoAttack left robust, so the recipe's "
