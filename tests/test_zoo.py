@@ -21,7 +21,7 @@ SHIPPED = zoo.zoo_names()
 
 
 def test_the_headline_models_are_shipped():
-    assert {"mnist_pgd_at", "mnist_adr_pgd", "mnist_recipe"} <= set(SHIPPED)
+    assert {"mnist_pgd_at", "mnist_adr_pgd", "mnist_trades", "mnist_recipe"} <= set(SHIPPED)
 
 
 def first_test_images(cfg, n):
