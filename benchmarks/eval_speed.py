@@ -44,6 +44,13 @@ PRECISIONS = ("fp32", "bf16")
 EPS = 0.3
 
 
+def committed_best_only(run: Path) -> bool:
+    """True for a run as a checkout holds it: the measured (best) checkpoint without the
+    resumable last one, which git does not keep. Such a run is used as it is, never trained."""
+    checkpoints = run / "checkpoints"
+    return (checkpoints / "best.json").is_file() and not (checkpoints / "last.json").is_file()
+
+
 def trained_run(name: str, out: Path, given: dict) -> Path:
     """The run directory of ``name``: given with --run, else trained (or resumed) here.
     Its best checkpoint (the one measured) is committed with the results, without the
@@ -53,8 +60,7 @@ def trained_run(name: str, out: Path, given: dict) -> Path:
     if name in given:
         return Path(given[name])
     run = out / "runs" / name
-    checkpoints = run / "checkpoints"
-    if (checkpoints / "best.json").is_file() and not (checkpoints / "last.json").is_file():
+    if committed_best_only(run):
         return run
     subprocess.run([sys.executable, "-m", "adrnet", "train", "--config", str(ROOT / PRESETS[name]),
                     "--out", str(run), "--resume-if-exists", "--no-progress"], check=True)

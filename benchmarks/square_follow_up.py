@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from attack_speed import cpu_model, write_section
+from eval_speed import committed_best_only
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/mnist_recipe_overshoot_pgd5.toml"
@@ -81,9 +82,7 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     args = p.parse_args(argv)
     run = args.out / "run"
-    checkpoints = run / "checkpoints"
-    # a checkout holds the attacked (best) checkpoint without the resumable last one
-    if not ((checkpoints / "best.json").is_file() and not (checkpoints / "last.json").is_file()):
+    if not committed_best_only(run):  # a checkout holds the attacked checkpoint only
         adrnet("train", "--config", CONFIG, "--out", run, "--resume-if-exists", "--no-progress")
     adrnet("eval", run, "--attacks", "autoattack,square", "--n", args.n, "--no-diagnostics",
            "--aa-state", run / "autoattack_state.json", "--square-queries", args.queries,
