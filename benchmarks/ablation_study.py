@@ -25,6 +25,13 @@ is saved in benchmarks/results/ablation/NAME.json (commit it) and never redone. 
 (the ablation block of docs/results.md, docs/images/ablation_*.png and the README's study
 paragraph) are rewritten from those files after every run, saying what is still to come.
 
+Four runs of the study are trained elsewhere already with the same preset and seed, so they
+are adopted, not trained again (ADOPTED below): the run directory is copied into ``--work``
+and then goes through the study as any other, whose resume check refuses it unless its
+recorded config is the study's (everything but how it executes); its summary names the
+source. On one machine a retrained run would be bit-identical (training is deterministic);
+adopting saves its training time.
+
 Usage: python benchmarks/ablation_study.py [--aa-n 500] [--only NAME ...] [--docs-only] [--list]
 (two processes, each with its own --only runs, use two cores; one without --only takes the
 next run not done). A quick run costs what the quality table's rows do (its time columns);
@@ -34,9 +41,11 @@ the 4x runs train four times as long.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import math
 import os
+import shutil
 import statistics
 from pathlib import Path
 from typing import NamedTuple
@@ -59,6 +68,12 @@ DATASETS = {"mnist": ("MNIST ε=0.3", "configs/mnist_quick_adr.toml", "configs/m
                         "configs/fashion_mnist_quick_pgd_at.toml")}
 METRICS = (("clean", "clean"), ("pgd", f"PGD-{PGD_STEPS}"), ("autoattack", "AutoAttack"))
 NOISE_SEEDS, BUDGET_SEEDS = (0, 1, 2), (0, 1)
+#: study run -> the run trained elsewhere from the same preset and seed (relative to the
+#: checkout): the eval-speed benchmark's models and the shipped Fashion-MNIST pair.
+ADOPTED = {"mnist_full_s0": "benchmarks/results/eval_speed/runs/adr_pgd",
+           "mnist_pgd_at_s0": "benchmarks/results/eval_speed/runs/pgd_at",
+           "fashion_full_s0": "benchmarks/results/zoo/runs/fashion_mnist_adr_pgd",
+           "fashion_pgd_at_s0": "benchmarks/results/zoo/runs/fashion_mnist_pgd_at"}
 
 
 class Run(NamedTuple):
@@ -108,11 +123,26 @@ def load_results() -> dict:
     return {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))}
 
 
+def adopt(name: str, work: Path) -> str | None:
+    """Copy ADOPTED[name] into the study's run directory when that is still empty and the
+    source has its resumable last checkpoint (a checkout elsewhere keeps best only: the run
+    is then trained here); the source's path while the run holds its checkpoint, else None."""
+    source, target = ADOPTED.get(name), work / name / name
+    last = Path("checkpoints") / "last.json"
+    if source is None or not (ROOT / source / last).is_file():
+        return None
+    if not target.exists():
+        shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("*.lock", "*.claim"))
+    same = (target / last).is_file() and filecmp.cmp(ROOT / source / last, target / last, shallow=False)
+    return source if same else None
+
+
 def run_one(name: str, run: Run, args) -> dict:
     cfg = variant_config(run)
     plan = EvalPlan(pgd_steps=PGD_STEPS, autoattack_n=args.aa_n, progress=False, diagnostics=False)
+    adopted = adopt(name, Path(args.work))
     entry = run_study({name: cfg}, Path(args.work) / name, plan)[name]
-    return {**entry, "dataset": run.dataset, "variant": run.variant, "seed": run.seed,
+    return {**entry, "adopted_from": adopted, "dataset": run.dataset, "variant": run.variant, "seed": run.seed,
             "preset": run.preset, "overrides": list(run.overrides), "machine": cpu_name(),
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
@@ -296,7 +326,12 @@ def write_docs(results: dict) -> None:
     lines = [f"Written by `python benchmarks/ablation_study.py` ({len(done)} of {len(planned_runs)} runs "
              f"done; still to come: {', '.join(n for n in planned_runs if n not in results) or 'none'}). "
              f"Machine(s): {'; '.join(machines) or '–'}. Clean and PGD-40 on the whole test split, "
-             "AutoAttack (standard) on the first test images, the checkpoint chosen on validation.", ""]
+             "AutoAttack (standard) on the first test images, the checkpoint chosen on validation."]
+    adopted = [f"{name} is {entry['adopted_from']}" for name, entry in results.items() if entry.get("adopted_from")]
+    if adopted:
+        lines[0] += (" Trained by another benchmark from the same preset and seed, and evaluated here "
+                     f"like every run: {'; '.join(adopted)}.")
+    lines.append("")
     for dataset in DATASETS:
         measured = {name: entry for name, entry in results.items() if entry["dataset"] == dataset}
         if measured:
@@ -328,7 +363,8 @@ def main() -> None:
     runs, results = planned(), load_results()
     if args.list:
         for name, run in runs.items():
-            print(f"{'done' if name in results else '    '}  {name}  ({run.preset} {' '.join(run.overrides)})")
+            adopted = f", adopts {ADOPTED[name]}" if name in ADOPTED else ""
+            print(f"{'done' if name in results else '    '}  {name}  ({run.preset} {' '.join(run.overrides)}{adopted})")
         return
     unknown = sorted(set(args.only or ()) - set(runs))
     if unknown:

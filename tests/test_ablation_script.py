@@ -1,0 +1,120 @@
+"""benchmarks/ablation_study.py's reading of the study: the seed-noise yardstick, the
+verdicts against it, the full row's mean over seeds, and the runs it adopts instead of
+training them again."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from adrnet.config import config_diff, load_config
+from adrnet.study import EXECUTION_KEYS
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import each other
+    spec = importlib.util.spec_from_file_location(f"{name}_script", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def ablation(monkeypatch):
+    return load_script("ablation_study", monkeypatch)
+
+
+def results_with(pgd_by_run: dict) -> dict:
+    """Study results holding only PGD-40 accuracies (given in %)."""
+    return {name: {"dataset": name.split("_")[0], "summary": {"pgd": value / 100}}
+            for name, value in pgd_by_run.items()}
+
+
+def test_noise_is_the_spread_of_a_difference_of_two_runs(ablation):
+    results = results_with({"mnist_base_s0": 90, "mnist_base_s1": 91, "mnist_base_s2": 92,
+                            "mnist_full_s0": 88, "mnist_full_s1": 90, "mnist_full_s2": 92})
+    # sample variances 1 and 4 points², so sqrt(1 + 4)
+    assert ablation.difference_noise(results, "mnist", "pgd") == pytest.approx(math.sqrt(5))
+    del results["mnist_full_s2"], results["mnist_full_s1"]
+    assert ablation.difference_noise(results, "mnist", "pgd") is None  # one seed: no spread
+
+
+def test_verdicts_against_twice_the_noise(ablation):
+    noise = math.sqrt(5)  # 2σ = 4.47 points for single runs, 2.58 for means of 3 seeds
+    assert ablation.verdict(4.0, noise) == "within noise"
+    assert ablation.verdict(5.0, noise) == "better, beyond 2σ"
+    assert ablation.verdict(-5.0, noise) == "worse, beyond 2σ"
+    assert ablation.verdict(-3.0, noise, seeds=3) == "worse, beyond 2σ"
+    assert ablation.verdict(-2.5, noise, seeds=3) == "within noise"
+    assert ablation.verdict(9.0, None) == "noise not measured yet"
+
+
+def test_full_row_compares_means_over_every_seed(ablation):
+    results = results_with({"mnist_base_s0": 90, "mnist_base_s1": 91, "mnist_base_s2": 92,
+                            "mnist_full_s0": 88, "mnist_full_s1": 90, "mnist_full_s2": 92})
+    rows = {row["variant"]: row for row in ablation.ablation_rows(results, "mnist")}
+    full = rows["full"]
+    assert full["seeds"] == 3 and full["pgd"] == pytest.approx(90.0)
+    assert full["d_pgd"] == pytest.approx(-1.0)  # 90 - 91, inside 2·sqrt(5)/sqrt(3)
+    assert full["verdict_pgd"] == "within noise"
+    variant = next(name for name in rows if name not in ("base", "full"))
+    assert "d_pgd" not in rows[variant]  # not run: no difference, no verdict
+    assert "d_pgd" not in rows["base"]
+
+
+def test_adopted_runs_are_the_same_preset_and_seed(ablation, monkeypatch):
+    """Each adopted source is trained from the very config the study would train (but how
+    it executes), so adopting it changes no figure."""
+    sources = {**{f"benchmarks/results/eval_speed/runs/{name}": preset for name, preset
+                  in load_script("eval_speed", monkeypatch).PRESETS.items()},
+               **{f"benchmarks/results/zoo/runs/{name}": entry[0] for name, entry
+                  in load_script("zoo", monkeypatch).ENTRIES.items()}}
+    runs = ablation.planned()
+    for name, source in ablation.ADOPTED.items():
+        study_cfg = ablation.variant_config(runs[name])
+        source_cfg = load_config(ablation.ROOT / sources[source])
+        assert [k for k in config_diff(study_cfg, source_cfg) if k not in EXECUTION_KEYS] == [], name
+
+
+def test_adopt_copies_a_finished_run_once_and_never_claims_one_trained_here(ablation, tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setattr(ablation, "ROOT", tmp_path)
+    monkeypatch.setattr(ablation, "ADOPTED", {"mnist_full_s0": "source"})
+    work = tmp_path / "work"
+    assert ablation.adopt("mnist_full_s0", work) is None  # no source run: trained here
+    checkpoints = tmp_path / "source" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.json").write_text(json.dumps({"epoch": 5}))
+    (tmp_path / "source" / ".adrnet.lock").write_text("1234")
+    assert ablation.adopt("mnist_full_s0", work) == "source"
+    copied = work / "mnist_full_s0" / "mnist_full_s0"
+    assert json.loads((copied / "checkpoints" / "last.json").read_text()) == {"epoch": 5}
+    assert not (copied / ".adrnet.lock").exists()
+    assert ablation.adopt("mnist_full_s0", work) == "source"  # a resumed study: still adopted
+    (copied / "checkpoints" / "last.json").write_text(json.dumps({"epoch": 3}))
+    assert ablation.adopt("mnist_full_s0", work) is None  # trained here, not the source's
+    assert ablation.adopt("fashion_base_s0", work) is None
+
+
+def test_docs_name_the_adopted_runs_and_what_is_still_to_come(ablation, tmp_path, monkeypatch):
+    docs, readme = tmp_path / "results.md", tmp_path / "README.md"
+    docs.write_text("# Results\n")
+    readme.write_text("# adrnet\n<!-- study:start -->\nold\n<!-- study:end -->\n")
+    monkeypatch.setattr(ablation, "DOCS", docs)
+    monkeypatch.setattr(ablation, "README", readme)
+    monkeypatch.setattr(ablation, "IMAGES", tmp_path / "images")
+    measured = {"machine": "test CPU", "threads": 2, "torch": "x", "dataset": "mnist"}
+    summary = {"clean": 0.99, "pgd": 0.9, "n": 10000, "eps": 0.3, "pgd_steps": 40}
+    results = {"mnist_base_s0": {**measured, "summary": summary, "adopted_from": None},
+               "mnist_full_s0": {**measured, "summary": {**summary, "pgd": 0.92},
+                                 "adopted_from": "benchmarks/results/eval_speed/runs/adr_pgd"}}
+    ablation.write_docs(results)
+    text = docs.read_text()
+    assert "(2 of 44 runs done; still to come: mnist_base_s1," in text
+    assert "like every run: mnist_full_s0 is benchmarks/results/eval_speed/runs/adr_pgd." in text
+    assert "| full | 99.00 | 92.00 | – | +0.00 | +2.00 | – | noise not measured yet /" in text
+    assert "has no measured difference yet" in readme.read_text()  # no verdict without noise
