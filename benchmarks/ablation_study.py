@@ -56,6 +56,7 @@ from quality import aa_flags, cpu_name, replace_block
 
 from adrnet.atomic import write_json_atomic
 from adrnet.config import Config, apply_overrides, load_config
+from adrnet.runs.checkpoint import checkpoint_files
 from adrnet.study import EvalPlan, ablation_variants, check_comparable, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,12 +129,14 @@ def adopt(name: str, work: Path) -> str | None:
     source has its resumable last checkpoint (a checkout elsewhere keeps best only: the run
     is then trained here); the source's path while the run holds its checkpoint, else None."""
     source, target = ADOPTED.get(name), work / name / name
-    last = Path("checkpoints") / "last.json"
-    if source is None or not (ROOT / source / last).is_file():
+    if source is None:
+        return None
+    source_last, target_last = (checkpoint_files(run, "last").path("meta") for run in (ROOT / source, target))
+    if not source_last.is_file():
         return None
     if not target.exists():
         shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("*.lock", "*.claim"))
-    same = (target / last).is_file() and filecmp.cmp(ROOT / source / last, target / last, shallow=False)
+    same = target_last.is_file() and filecmp.cmp(source_last, target_last, shallow=False)
     return source if same else None
 
 

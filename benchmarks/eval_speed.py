@@ -47,8 +47,9 @@ EPS = 0.3
 def committed_best_only(run: Path) -> bool:
     """True for a run as a checkout holds it: the measured (best) checkpoint without the
     resumable last one, which git does not keep. Such a run is used as it is, never trained."""
-    checkpoints = run / "checkpoints"
-    return (checkpoints / "best.json").is_file() and not (checkpoints / "last.json").is_file()
+    from adrnet.runs.checkpoint import checkpoint_files
+    return (checkpoint_files(run, "best").path("meta").is_file()
+            and not checkpoint_files(run, "last").path("meta").is_file())
 
 
 def trained_run(name: str, out: Path, given: dict) -> Path:
