@@ -272,7 +272,8 @@ def draw(results: dict, dataset: str, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(METRICS), figsize=(12, 4), sharey=True)
-    names = [row["variant"] for row in rows]
+    names = [row["variant"] + (f" (mean of {row['seeds']} seeds)" if row["seeds"] > 1 else "")
+             + ("" if any(f"d_{key}" in row for key, _ in METRICS) else " (to come)") for row in rows]
     for ax, (key, metric) in zip(axes, METRICS):
         sigma = difference_noise(results, dataset, key)
         if sigma is not None:
