@@ -21,8 +21,8 @@ SHIPPED = zoo.zoo_names()
 
 
 def test_the_headline_models_are_shipped():
-    assert {"mnist_pgd_at", "mnist_adr_pgd", "mnist_trades", "mnist_recipe", "fashion_mnist_pgd_at",
-            "fashion_mnist_adr_pgd"} <= set(SHIPPED)
+    assert {"mnist_pgd_at", "mnist_adr_pgd", "mnist_trades", "mnist_adr_trades", "mnist_recipe",
+            "fashion_mnist_pgd_at", "fashion_mnist_adr_pgd"} <= set(SHIPPED)
 
 
 def first_test_images(cfg, n):
