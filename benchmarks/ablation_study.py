@@ -306,16 +306,20 @@ def answer(results: dict) -> str:
         if not judged:
             continue
         moved = [f"{row['variant']} ({row['d_pgd']:+.1f})" for row in judged if "beyond" in row["verdict_pgd"]]
+        seeds = min(len(seed_values(results, dataset, variant, "pgd", NOISE_SEEDS)) for variant in ("base", "full"))
         found.append(f"on {label}, {len(moved)} of {len(judged)} variants differ from the base under "
-                     f"PGD-40 beyond {NOISE_MULTIPLE}σ of seed noise" + (f": {', '.join(moved)}" if moved else ""))
+                     f"PGD-40 beyond {NOISE_MULTIPLE}σ of seed noise (σ from {seeds} seeds each of base and full)"
+                     + (f": {', '.join(moved)}" if moved else ""))
         quick = [line for line in budget_lines(results, dataset) if "PGD-40" in line and "still to run" not in line]
         if quick:
             budget.append(quick[0].removeprefix("- "))
     done = sum(name in results for name in planned())
     if not found:
         return "The ablation study (`python benchmarks/ablation_study.py`) has no measured difference yet.\n"
+    figures = [f"[{label}](docs/images/ablation_{dataset}.png)" for dataset, (label, _, _) in DATASETS.items()
+               if (IMAGES / f"ablation_{dataset}.png").is_file()]
     text = (f"The component study at the quick budget ({done} of {len(planned())} runs so far) found: "
-            f"{'; '.join(found)} (docs/results.md).")
+            f"{'; '.join(found)} (tables in docs/results.md; figures: {', '.join(figures)}).")
     if budget:
         text += f" Budget: {'; '.join(budget)}."
     else:

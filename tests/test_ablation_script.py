@@ -118,3 +118,27 @@ def test_docs_name_the_adopted_runs_and_what_is_still_to_come(ablation, tmp_path
     assert "like every run: mnist_full_s0 is benchmarks/results/eval_speed/runs/adr_pgd." in text
     assert "| full | 99.00 | 92.00 | – | +0.00 | +2.00 | – | noise not measured yet /" in text
     assert "has no measured difference yet" in readme.read_text()  # no verdict without noise
+
+
+def test_the_readme_answer_reads_full_against_base_with_the_measured_noise(ablation, tmp_path, monkeypatch):
+    docs, readme = tmp_path / "results.md", tmp_path / "README.md"
+    docs.write_text("# Results\n")
+    readme.write_text("# adrnet\n<!-- study:start -->\nold\n<!-- study:end -->\n")
+    monkeypatch.setattr(ablation, "DOCS", docs)
+    monkeypatch.setattr(ablation, "README", readme)
+    monkeypatch.setattr(ablation, "IMAGES", tmp_path / "images")
+    measured = {"machine": "test CPU", "threads": 2, "torch": "x", "dataset": "mnist", "adopted_from": None}
+    def run(pgd):
+        return {**measured, "summary": {"clean": 0.99, "pgd": pgd, "n": 10000, "eps": 0.3, "pgd_steps": 40}}
+    # base PGD-40 90 and 92 (sd 1.414), full 95 and 95 (sd 0): sigma of a difference 1.414, and
+    # full's seed-0 difference +5.0 is beyond 2 sigma (2.83)
+    results = {"mnist_base_s0": run(0.90), "mnist_base_s1": run(0.92),
+               "mnist_full_s0": run(0.95), "mnist_full_s1": run(0.95)}
+    ablation.write_docs(results)
+    answer = readme.read_text()
+    assert ("on MNIST ε=0.3, 1 of 1 variants differ from the base under PGD-40 beyond 2σ of seed noise "
+            "(σ from 2 seeds each of base and full): full (+5.0)") in answer
+    assert "figures: [MNIST ε=0.3](docs/images/ablation_mnist.png))" in answer
+    assert (tmp_path / "images" / "ablation_mnist.png").is_file()
+    assert "PGD-40: base 91.00 ± 1.41 (2 seeds); full 95.00 ± 0.00 (2 seeds); σ of a difference: 1.41 points" \
+        in docs.read_text()
