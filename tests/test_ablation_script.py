@@ -100,13 +100,20 @@ def test_adopt_copies_a_finished_run_once_and_never_claims_one_trained_here(abla
     assert ablation.adopt("fashion_base_s0", work) is None
 
 
-def test_docs_name_the_adopted_runs_and_what_is_still_to_come(ablation, tmp_path, monkeypatch):
+@pytest.fixture
+def doc_files(ablation, tmp_path, monkeypatch):
+    """The study's docs and README redirected to scratch copies holding the README's markers."""
     docs, readme = tmp_path / "results.md", tmp_path / "README.md"
     docs.write_text("# Results\n")
     readme.write_text("# adrnet\n<!-- study:start -->\nold\n<!-- study:end -->\n")
     monkeypatch.setattr(ablation, "DOCS", docs)
     monkeypatch.setattr(ablation, "README", readme)
     monkeypatch.setattr(ablation, "IMAGES", tmp_path / "images")
+    return docs, readme
+
+
+def test_docs_name_the_adopted_runs_and_what_is_still_to_come(ablation, doc_files):
+    docs, readme = doc_files
     measured = {"machine": "test CPU", "threads": 2, "torch": "x", "dataset": "mnist"}
     summary = {"clean": 0.99, "pgd": 0.9, "n": 10000, "eps": 0.3, "pgd_steps": 40}
     results = {"mnist_base_s0": {**measured, "summary": summary, "adopted_from": None},
@@ -120,14 +127,10 @@ def test_docs_name_the_adopted_runs_and_what_is_still_to_come(ablation, tmp_path
     assert "has no measured difference yet" in readme.read_text()  # no verdict without noise
 
 
-def test_the_readme_answer_reads_full_against_base_with_the_measured_noise(ablation, tmp_path, monkeypatch):
-    docs, readme = tmp_path / "results.md", tmp_path / "README.md"
-    docs.write_text("# Results\n")
-    readme.write_text("# adrnet\n<!-- study:start -->\nold\n<!-- study:end -->\n")
-    monkeypatch.setattr(ablation, "DOCS", docs)
-    monkeypatch.setattr(ablation, "README", readme)
-    monkeypatch.setattr(ablation, "IMAGES", tmp_path / "images")
+def test_the_readme_answer_reads_full_against_base_with_the_measured_noise(ablation, doc_files, tmp_path):
+    docs, readme = doc_files
     measured = {"machine": "test CPU", "threads": 2, "torch": "x", "dataset": "mnist", "adopted_from": None}
+
     def run(pgd):
         return {**measured, "summary": {"clean": 0.99, "pgd": pgd, "n": 10000, "eps": 0.3, "pgd_steps": 40}}
     # base PGD-40 90 and 92 (sd 1.414), full 95 and 95 (sd 0): sigma of a difference 1.414, and
