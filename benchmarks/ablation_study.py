@@ -266,14 +266,15 @@ def draw(results: dict, dataset: str, path: Path) -> bool:
     """Each variant's difference to base (clean, PGD-40, AutoAttack) as bars, with the
     ±2σ band of seed noise per metric drawn behind them; False when nothing to draw yet."""
     rows = [row for row in ablation_rows(results, dataset) if row["variant"] != "base"]
-    if not any(f"d_{key}" in row for row in rows for key, _ in METRICS):
+    measured = [any(f"d_{key}" in row for key, _ in METRICS) for row in rows]
+    if not any(measured):
         return False
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(METRICS), figsize=(12, 4), sharey=True)
     names = [row["variant"] + (f" (mean of {row['seeds']} seeds)" if row["seeds"] > 1 else "")
-             + ("" if any(f"d_{key}" in row for key, _ in METRICS) else " (to come)") for row in rows]
+             + ("" if has_difference else " (to come)") for row, has_difference in zip(rows, measured)]
     for ax, (key, metric) in zip(axes, METRICS):
         sigma = difference_noise(results, dataset, key)
         if sigma is not None:
