@@ -1,6 +1,6 @@
 """benchmarks/ablation_study.py's reading of the study: the seed-noise yardstick, the
-verdicts against it, the full row's mean over seeds, and the runs it adopts instead of
-training them again."""
+verdicts against it, the full row's mean over the seeds base and full share, and the runs
+it adopts instead of training them again."""
 
 import importlib.util
 import json
@@ -61,6 +61,12 @@ def test_full_row_compares_means_over_every_seed(ablation):
     assert full["seeds"] == 3 and full["pgd"] == pytest.approx(90.0)
     assert full["d_pgd"] == pytest.approx(-1.0)  # 90 - 91, inside 2·sqrt(5)/sqrt(3)
     assert full["verdict_pgd"] == "within noise"
+    del results["mnist_full_s2"]  # two seeds of each: the means of seeds 0 and 1
+    full = next(row for row in ablation.ablation_rows(results, "mnist") if row["variant"] == "full")
+    assert full["seeds"] == 2 and full["d_pgd"] == pytest.approx(89.0 - 90.5)
+    del results["mnist_base_s1"]  # seed 1 of full has no base to pair with: seed 0 alone
+    full = next(row for row in ablation.ablation_rows(results, "mnist") if row["variant"] == "full")
+    assert full["seeds"] == 1 and full["d_pgd"] == pytest.approx(88.0 - 90.0)
     variant = next(name for name in rows if name not in ("base", "full"))
     assert "d_pgd" not in rows[variant]  # not run: no difference, no verdict
     assert "d_pgd" not in rows["base"]
@@ -134,13 +140,13 @@ def test_the_readme_answer_reads_full_against_base_with_the_measured_noise(ablat
     def run(pgd):
         return {**measured, "summary": {"clean": 0.99, "pgd": pgd, "n": 10000, "eps": 0.3, "pgd_steps": 40}}
     # base PGD-40 90 and 92 (sd 1.414), full 95 and 95 (sd 0): sigma of a difference 1.414, and
-    # full's seed-0 difference +5.0 is beyond 2 sigma (2.83)
+    # full's difference of means +4.0 is beyond 2 sigma / sqrt(2) (2.0)
     results = {"mnist_base_s0": run(0.90), "mnist_base_s1": run(0.92),
                "mnist_full_s0": run(0.95), "mnist_full_s1": run(0.95)}
     ablation.write_docs(results)
     answer = readme.read_text()
     assert ("on MNIST ε=0.3, 1 of 1 variants differ from the base under PGD-40 beyond 2σ of seed noise "
-            "(σ from 2 seeds each of base and full): full (+5.0)") in answer
+            "(σ from 2 seeds each of base and full): full (+4.0, mean of 2 seeds)") in answer
     assert "figures: [MNIST ε=0.3](docs/images/ablation_mnist.png))" in answer
     assert (tmp_path / "images" / "ablation_mnist.png").is_file()
     assert "PGD-40: base 91.00 ± 1.41 (2 seeds); full 95.00 ± 0.00 (2 seeds); σ of a difference: 1.41 points" \
