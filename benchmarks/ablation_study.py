@@ -266,7 +266,9 @@ def budget_lines(results: dict, dataset: str) -> list[str]:
 
 def draw(results: dict, dataset: str, path: Path) -> bool:
     """Each variant's difference to base (clean, PGD-40, AutoAttack) as bars, with the
-    ±2σ band of seed noise per metric drawn behind them; False when nothing to draw yet."""
+    ±2σ band of seed noise per metric drawn behind them; False when nothing to draw yet.
+    A row that is a mean over seeds gets its own narrower band (2σ/sqrt(seeds), the one its
+    verdict uses), so a bar reads against the same yardstick in the figure as in the table."""
     rows = [row for row in ablation_rows(results, dataset) if row["variant"] != "base"]
     measured = [any(f"d_{key}" in row for key, _ in METRICS) for row in rows]
     if not any(measured):
@@ -278,13 +280,18 @@ def draw(results: dict, dataset: str, path: Path) -> bool:
     names = [row["variant"] + (f" (mean of {row['seeds']} seeds)" if row["seeds"] > 1 else "")
              + ("" if has_difference else " (to come)") for row, has_difference in zip(rows, measured)]
     for ax, (key, metric) in zip(axes, METRICS):
-        sigma = difference_noise(results, dataset, key)
-        if sigma is not None:
-            ax.axvspan(-NOISE_MULTIPLE * sigma, NOISE_MULTIPLE * sigma, color="0.88",
-                       label=f"±{NOISE_MULTIPLE}σ seed noise")
         diffs = [row.get(f"d_{key}", 0.0) for row in rows]
         colors = ["tab:blue" if row.get(f"d_{key}") is not None else "white" for row in rows]
-        ax.barh(names, diffs, color=colors, edgecolor="black", linewidth=0.5)
+        ax.barh(names, diffs, color=colors, edgecolor="black", linewidth=0.5, zorder=2)
+        sigma = difference_noise(results, dataset, key)
+        if sigma is not None:
+            ax.axvspan(-NOISE_MULTIPLE * sigma, NOISE_MULTIPLE * sigma, color="0.88", zorder=0,
+                       label=f"±{NOISE_MULTIPLE}σ seed noise")
+            for name, row in zip(names, rows):
+                if row["seeds"] > 1:
+                    width = NOISE_MULTIPLE * sigma / math.sqrt(row["seeds"])
+                    ax.barh(name, 2 * width, left=-width, height=0.9, color="0.7", zorder=1,
+                            label=f"±{NOISE_MULTIPLE}σ/√{row['seeds']} for a mean of {row['seeds']} seeds")
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_title(metric)
         ax.set_xlabel("difference to base (points)")
