@@ -321,7 +321,8 @@ def answer(results: dict) -> str:
         found.append(f"on {label}, {len(moved)} of {len(judged)} variants differ from the base under "
                      f"PGD-40 beyond {NOISE_MULTIPLE}σ of seed noise (σ from {seeds} seeds each of base and full)"
                      + (f": {', '.join(moved)}" if moved else ""))
-        quick = [line for line in budget_lines(results, dataset) if "PGD-40" in line and "still to run" not in line]
+        quick = [line for line in budget_lines(results, dataset)
+                 if "PGD-40" in line and "quick budget: still to run" not in line]
         if quick:
             budget.append(quick[0].removeprefix("- "))
     done = sum(name in results for name in planned())

@@ -147,7 +147,13 @@ def test_the_readme_answer_reads_full_against_base_with_the_measured_noise(ablat
     answer = readme.read_text()
     assert ("on MNIST ε=0.3, 1 of 1 variants differ from the base under PGD-40 beyond 2σ of seed noise "
             "(σ from 2 seeds each of base and full): full (+4.0, mean of 2 seeds)") in answer
-    assert "figures: [MNIST ε=0.3](docs/images/ablation_mnist.png))" in answer
+    assert "figures: [MNIST ε=0.3](docs/images/ablation_mnist.png)). The 4x-budget runs are still to come." in answer
+    # PGD-AT at the quick budget, 93 and 94: ADR-PGD (full) minus it +2 and +1, mean +1.5,
+    # within 2σ/sqrt(2) = 2.0; the budget sentence comes before any 4x run has
+    results |= {"mnist_pgd_at_s0": run(0.93), "mnist_pgd_at_s1": run(0.94)}
+    ablation.write_docs(results)
+    assert (" Budget: MNIST ε=0.3, PGD-40, ADR-PGD minus PGD-AT: quick budget: +1.50 (seeds +2.00, +1.00; "
+            "within noise); 4x the epochs: still to run.") in readme.read_text()
     assert (tmp_path / "images" / "ablation_mnist.png").is_file()
     assert "PGD-40: base 91.00 ± 1.41 (2 seeds); full 95.00 ± 0.00 (2 seeds); σ of a difference: 1.41 points" \
         in docs.read_text()
