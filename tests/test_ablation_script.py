@@ -53,7 +53,7 @@ def test_verdicts_against_twice_the_noise(ablation):
     assert ablation.verdict(9.0, None) == "noise not measured yet"
 
 
-def test_full_row_compares_means_over_every_seed(ablation):
+def test_full_row_compares_means_over_the_seeds_both_have(ablation):
     results = results_with({"mnist_base_s0": 90, "mnist_base_s1": 91, "mnist_base_s2": 92,
                             "mnist_full_s0": 88, "mnist_full_s1": 90, "mnist_full_s2": 92})
     rows = {row["variant"]: row for row in ablation.ablation_rows(results, "mnist")}
@@ -149,7 +149,7 @@ def test_the_readme_answer_reads_full_against_base_with_the_measured_noise(ablat
             "(σ from 2 seeds each of base and full): full (+4.0, mean of 2 seeds)") in answer
     assert "figures: [MNIST ε=0.3](docs/images/ablation_mnist.png)). The 4x-budget runs are still to come." in answer
     # PGD-AT at the quick budget, 93 and 94: ADR-PGD (full) minus it +2 and +1, mean +1.5,
-    # within 2σ/sqrt(2) = 2.0; the budget sentence comes before any 4x run has
+    # within 2σ/sqrt(2) = 2.0; the budget sentence does not wait for the 4x runs
     results |= {"mnist_pgd_at_s0": run(0.93), "mnist_pgd_at_s1": run(0.94)}
     ablation.write_docs(results)
     assert (" Budget: MNIST ε=0.3, PGD-40, ADR-PGD minus PGD-AT: quick budget: +1.50 (seeds +2.00, +1.00; "
