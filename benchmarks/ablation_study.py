@@ -244,24 +244,34 @@ def ablation_table(results: dict, dataset: str) -> list[str]:
     return lines
 
 
+def budget_gaps(results: dict, dataset: str, key: str) -> dict[str, dict | None]:
+    """ADR-PGD minus PGD-AT under ``key`` per budget label (None until both have every
+    budget seed): the gap of the means, the gap per seed and its verdict. The verdict reads
+    against the base/full seed noise of the ablation (three seeds each, the same trainer
+    and data), not the spread of these two-seed pairs, whose variance one pair of seeds
+    cannot estimate."""
+    gaps = {}
+    for suffix, label in (("", "quick budget"), (f"_x{BUDGET_FACTOR}", f"{BUDGET_FACTOR}x the epochs")):
+        adr = seed_values(results, dataset, "full" if not suffix else f"adr_pgd{suffix}", key, BUDGET_SEEDS)
+        base = seed_values(results, dataset, f"pgd_at{suffix}", key, BUDGET_SEEDS)
+        gaps[label] = None
+        if len(adr) == len(base) == len(BUDGET_SEEDS):
+            gap = statistics.mean(adr) - statistics.mean(base)
+            gaps[label] = {"gap": gap, "each": [a - b for a, b in zip(adr, base)],
+                           "verdict": verdict(gap, difference_noise(results, dataset, key), len(BUDGET_SEEDS))}
+    return gaps
+
+
+def budget_line(dataset: str, metric: str, gaps: dict[str, dict | None]) -> str:
+    parts = [f"{label}: still to run" if gap is None else
+             f"{label}: {gap['gap']:+.2f} (seeds {', '.join(f'{d:+.2f}' for d in gap['each'])}; {gap['verdict']})"
+             for label, gap in gaps.items()]
+    return f"{DATASETS[dataset][0]}, {metric}, ADR-PGD minus PGD-AT: " + "; ".join(parts)
+
+
 def budget_lines(results: dict, dataset: str) -> list[str]:
     """ADR-PGD minus PGD-AT at the quick budget and at BUDGET_FACTOR times it, per metric."""
-    lines = []
-    for key, metric in METRICS:
-        parts = []
-        for suffix, label in (("", "quick budget"), (f"_x{BUDGET_FACTOR}", f"{BUDGET_FACTOR}x the epochs")):
-            adr_variant = "full" if not suffix else f"adr_pgd{suffix}"
-            adr = seed_values(results, dataset, adr_variant, key, BUDGET_SEEDS)
-            base = seed_values(results, dataset, f"pgd_at{suffix}", key, BUDGET_SEEDS)
-            if len(adr) == len(base) == len(BUDGET_SEEDS):
-                each = ", ".join(f"{a - b:+.2f}" for a, b in zip(adr, base))
-                gap = statistics.mean(adr) - statistics.mean(base)
-                judged = verdict(gap, difference_noise(results, dataset, key), len(BUDGET_SEEDS))
-                parts.append(f"{label}: {gap:+.2f} (seeds {each}; {judged})")
-            else:
-                parts.append(f"{label}: still to run")
-        lines.append(f"- {DATASETS[dataset][0]}, {metric}, ADR-PGD minus PGD-AT: " + "; ".join(parts))
-    return lines
+    return [f"- {budget_line(dataset, metric, budget_gaps(results, dataset, key))}" for key, metric in METRICS]
 
 
 def draw(results: dict, dataset: str, path: Path) -> bool:
@@ -321,10 +331,9 @@ def answer(results: dict) -> str:
         found.append(f"on {label}, {len(moved)} of {len(judged)} variants differ from the base under "
                      f"PGD-40 beyond {NOISE_MULTIPLE}σ of seed noise (σ from {seeds} seeds each of base and full)"
                      + (f": {', '.join(moved)}" if moved else ""))
-        quick = [line for line in budget_lines(results, dataset)
-                 if "PGD-40" in line and "quick budget: still to run" not in line]
-        if quick:
-            budget.append(quick[0].removeprefix("- "))
+        gaps = budget_gaps(results, dataset, "pgd")
+        if gaps["quick budget"] is not None:
+            budget.append(budget_line(dataset, dict(METRICS)["pgd"], gaps))
     done = sum(name in results for name in planned())
     if not found:
         return "The ablation study (`python benchmarks/ablation_study.py`) has no measured difference yet.\n"
