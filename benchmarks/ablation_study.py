@@ -12,10 +12,10 @@ Every run is trained and evaluated alike by :func:`adrnet.study.run_study`: clea
 test images, on the checkpoint chosen on the validation split.
 
 A difference between two runs counts only beyond twice its seed noise: the standard deviation
-of a difference of two single runs, sqrt(s_base² + s_full²), from the three seeds of base
-and of full (each s the sample standard deviation over seeds); a difference of means over k
-seeds each, beyond twice that over sqrt(k). Three seeds give each s two degrees of freedom,
-so the 2σ cut is a rough rule, not a 95% test. Every run is attacked on the same test
+of a difference of two single runs, sqrt(s_base² + s_full²), from the seeds of base and of
+full (each s the sample standard deviation over seeds; verdicts start at two seeds each and
+sharpen to three); a difference of means over k seeds each, beyond twice that over sqrt(k).
+Three seeds give each s two degrees of freedom, so the 2σ cut is a rough rule, not a 95% test. Every run is attacked on the same test
 images, so the seed spread already holds the variation between runs on them; the binomial
 error shown beside AutoAttack says how far one figure may lie from its whole-test value.
 
@@ -181,30 +181,44 @@ def verdict(difference: float, noise: float | None, seeds: int = 1) -> str:
     return f"{'better' if difference > 0 else 'worse'}, beyond {NOISE_MULTIPLE}σ"
 
 
+def paired_seeds(results: dict, dataset: str) -> list[int]:
+    """The seeds at which both base and full have run."""
+    return [seed for seed in NOISE_SEEDS if all(f"{dataset}_{variant}_s{seed}" in results for variant in ("base", "full"))]
+
+
+def mean_over(results: dict, dataset: str, variant: str, key: str, seeds: list[int]) -> float | None:
+    """``variant``'s mean under ``key`` over ``seeds``; None unless every one has run."""
+    values = seed_values(results, dataset, variant, key, seeds)
+    return statistics.mean(values) if values and len(values) == len(seeds) else None
+
+
 def ablation_rows(results: dict, dataset: str) -> list[dict]:
     """Each ablation variant at seed 0 with its difference to base and its verdict per
     metric; full against base as the difference of their means over the seeds both have
     run (the study's headline question, so it gets every seed as soon as it lands: the
-    mean of two seeds already halves the variance of one)."""
+    mean of two seeds already halves the variance of one), with base's mean over those
+    seeds as its ``reference``."""
+    paired = paired_seeds(results, dataset)
+    noise = {key: difference_noise(results, dataset, key) for key, _ in METRICS}
     rows = []
     for variant in ablation_variants(load_config(ROOT / DATASETS[dataset][1])):
-        name, row = f"{dataset}_{variant}_s0", {"variant": variant, "seeds": 1}
+        seeds = paired if variant == "full" and len(paired) > 1 else [0]
+        row = {"variant": variant, "seeds": len(seeds), "reference": {}}
         for key, _ in METRICS:
-            mine, base = value(results, name, key), value(results, f"{dataset}_base_s0", key)
+            mine, base = (mean_over(results, dataset, v, key, seeds) for v in (variant, "base"))
             row[key] = mine
-            if variant == "full":
-                paired = [seed for seed in NOISE_SEEDS
-                          if all(value(results, f"{dataset}_{v}_s{seed}", key) is not None for v in ("full", "base"))]
-                if len(paired) > 1:
-                    mine, base = (statistics.mean(seed_values(results, dataset, v, key, paired)) for v in ("full", "base"))
-                    row[key], row["seeds"] = mine, len(paired)
+            if len(seeds) > 1:
+                row["reference"][key] = base
             if mine is not None and base is not None and variant != "base":
                 row[f"d_{key}"] = mine - base
-                row[f"verdict_{key}"] = verdict(mine - base, difference_noise(results, dataset, key),
-                                                row["seeds"])
-        row["flagged"] = bool(aa_flags(results.get(name)))
+                row[f"verdict_{key}"] = verdict(mine - base, noise[key], len(seeds))
+        row["flagged"] = any(aa_flags(results.get(f"{dataset}_{variant}_s{seed}")) for seed in seeds)
         rows.append(row)
     return rows
+
+
+def shown_name(row: dict) -> str:
+    return row["variant"] + (f" (mean of {row['seeds']} seeds)" if row["seeds"] > 1 else "")
 
 
 def cell(x: float | None, digits: int = 2, sign: bool = False) -> str:
@@ -213,13 +227,17 @@ def cell(x: float | None, digits: int = 2, sign: bool = False) -> str:
 
 def ablation_table(results: dict, dataset: str) -> list[str]:
     label = DATASETS[dataset][0]
-    lines = [f"#### {label}: the ablation (seed 0), differences to base in points", "",
+    lines = [f"#### {label}: the ablation (seed 0; full against base over every seed both have), "
+             "differences to base in points", "",
              "| run | clean | PGD-40 | AutoAttack | Δ clean | Δ PGD-40 | Δ AutoAttack | verdict (clean / PGD-40 / AA) |",
              "|---|---|---|---|---|---|---|---|"]
     for row in ablation_rows(results, dataset):
         verdicts = " / ".join(row.get(f"verdict_{key}", "–") for key, _ in METRICS)
-        shown = row["variant"] + (f" (mean of {row['seeds']} seeds, against base's)" if row["seeds"] > 1 else "")
-        lines.append(f"| {shown} | {cell(row['clean'])} | {cell(row['pgd'])} | "
+        if row["reference"]:
+            lines.append(f"| base (mean of the same {row['seeds']} seeds) | "
+                         + " | ".join(cell(row["reference"][key]) for key, _ in METRICS)
+                         + f" | | | | the reference of {row['variant']}'s mean |")
+        lines.append(f"| {shown_name(row)} | {cell(row['clean'])} | {cell(row['pgd'])} | "
                      f"{cell(row['autoattack'])}{' †' if row['flagged'] else ''} | "
                      + " | ".join(cell(row.get(f"d_{key}"), sign=True) for key, _ in METRICS)
                      + f" | {verdicts if row['variant'] != 'base' else 'the reference'} |")
@@ -247,9 +265,9 @@ def ablation_table(results: dict, dataset: str) -> list[str]:
 def budget_gaps(results: dict, dataset: str, key: str) -> dict[str, dict | None]:
     """ADR-PGD minus PGD-AT under ``key`` per budget label (None until both have every
     budget seed): the gap of the means, the gap per seed and its verdict. The verdict reads
-    against the base/full seed noise of the ablation (three seeds each, the same trainer
-    and data), not the spread of these two-seed pairs, whose variance one pair of seeds
-    cannot estimate."""
+    against the seed noise of the ablation's base and full (up to three seeds each, the
+    same trainer and data), pooled into one yardstick for every comparison of the study,
+    rather than against the spread of the budget's own two seeds per method."""
     gaps = {}
     for suffix, label in (("", "quick budget"), (f"_x{BUDGET_FACTOR}", f"{BUDGET_FACTOR}x the epochs")):
         adr = seed_values(results, dataset, "full" if not suffix else f"adr_pgd{suffix}", key, BUDGET_SEEDS)
@@ -262,16 +280,26 @@ def budget_gaps(results: dict, dataset: str, key: str) -> dict[str, dict | None]
     return gaps
 
 
-def budget_line(dataset: str, metric: str, gaps: dict[str, dict | None]) -> str:
-    parts = [f"{label}: still to run" if gap is None else
-             f"{label}: {gap['gap']:+.2f} (seeds {', '.join(f'{d:+.2f}' for d in gap['each'])}; {gap['verdict']})"
-             for label, gap in gaps.items()]
-    return f"{DATASETS[dataset][0]}, {metric}, ADR-PGD minus PGD-AT: " + "; ".join(parts)
-
-
 def budget_lines(results: dict, dataset: str) -> list[str]:
     """ADR-PGD minus PGD-AT at the quick budget and at BUDGET_FACTOR times it, per metric."""
-    return [f"- {budget_line(dataset, metric, budget_gaps(results, dataset, key))}" for key, metric in METRICS]
+    lines = []
+    for key, metric in METRICS:
+        parts = [f"{label}: still to run" if gap is None else
+                 f"{label}: {gap['gap']:+.2f} (seeds {', '.join(f'{d:+.2f}' for d in gap['each'])}; {gap['verdict']})"
+                 for label, gap in budget_gaps(results, dataset, key).items()]
+        lines.append(f"- {DATASETS[dataset][0]}, {metric}, ADR-PGD minus PGD-AT: " + "; ".join(parts))
+    return lines
+
+
+def budget_summary(results: dict, dataset: str) -> str:
+    """The README's budget clause for one data set: robust metrics only, per budget."""
+    gaps = {key: budget_gaps(results, dataset, key) for key in ("pgd", "autoattack")}
+    parts = []
+    for label in gaps["pgd"]:
+        measured = [f"{dict(METRICS)[key]} {by_label[label]['gap']:+.2f} ({by_label[label]['verdict']})"
+                    for key, by_label in gaps.items() if by_label[label] is not None]
+        parts.append(f"{label} {', '.join(measured)}" if measured else f"{label} still to run")
+    return f"on {DATASETS[dataset][0]}, " + ", ".join(parts)
 
 
 def draw(results: dict, dataset: str, path: Path) -> bool:
@@ -287,8 +315,7 @@ def draw(results: dict, dataset: str, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(METRICS), figsize=(12, 4), sharey=True)
-    names = [row["variant"] + (f" (mean of {row['seeds']} seeds)" if row["seeds"] > 1 else "")
-             + ("" if has_difference else " (to come)") for row, has_difference in zip(rows, measured)]
+    names = [shown_name(row) + ("" if has_difference else " (to come)") for row, has_difference in zip(rows, measured)]
     for ax, (key, metric) in zip(axes, METRICS):
         diffs = [row.get(f"d_{key}", 0.0) for row in rows]
         colors = ["tab:blue" if row.get(f"d_{key}") is not None else "white" for row in rows]
@@ -308,7 +335,7 @@ def draw(results: dict, dataset: str, path: Path) -> bool:
         if sigma is not None:
             ax.legend(loc="lower right", fontsize=7)
     axes[0].invert_yaxis()
-    fig.suptitle(f"{DATASETS[dataset][0]}: each ADR variant against base (seed 0)")
+    fig.suptitle(f"{DATASETS[dataset][0]}: each ADR variant against base (seed 0 unless marked)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -321,28 +348,28 @@ def answer(results: dict) -> str:
     what the budget did to ADR's difference to PGD-AT."""
     found, budget = [], []
     for dataset, (label, _, _) in DATASETS.items():
-        rows = ablation_rows(results, dataset)
-        judged = [row for row in rows if "verdict_pgd" in row and row["verdict_pgd"] != "noise not measured yet"]
+        judged = [row for row in ablation_rows(results, dataset)
+                  if row.get("verdict_pgd", "noise not measured yet") != "noise not measured yet"]
         if not judged:
             continue
         moved = [f"{row['variant']} ({row['d_pgd']:+.1f}" + (f", mean of {row['seeds']} seeds)" if row["seeds"] > 1 else ")")
                  for row in judged if "beyond" in row["verdict_pgd"]]
-        seeds = min(len(seed_values(results, dataset, variant, "pgd", NOISE_SEEDS)) for variant in ("base", "full"))
+        base, full = (len(seed_values(results, dataset, variant, "pgd", NOISE_SEEDS)) for variant in ("base", "full"))
         found.append(f"on {label}, {len(moved)} of {len(judged)} variants differ from the base under "
-                     f"PGD-40 beyond {NOISE_MULTIPLE}σ of seed noise (σ from {seeds} seeds each of base and full)"
+                     f"PGD-40 beyond {NOISE_MULTIPLE}σ of seed noise (σ from {base} seeds of base and {full} of full)"
                      + (f": {', '.join(moved)}" if moved else ""))
-        gaps = budget_gaps(results, dataset, "pgd")
-        if gaps["quick budget"] is not None:
-            budget.append(budget_line(dataset, dict(METRICS)["pgd"], gaps))
-    done = sum(name in results for name in planned())
+        if any(gap is not None for gap in budget_gaps(results, dataset, "pgd").values()):
+            budget.append(budget_summary(results, dataset))
     if not found:
         return "The ablation study (`python benchmarks/ablation_study.py`) has no measured difference yet.\n"
+    done = sum(name in results for name in planned())
     figures = [f"[{label}](docs/images/ablation_{dataset}.png)" for dataset, (label, _, _) in DATASETS.items()
                if (IMAGES / f"ablation_{dataset}.png").is_file()]
     text = (f"The component study at the quick budget ({done} of {len(planned())} runs so far) found: "
             f"{'; '.join(found)} (tables in docs/results.md; figures: {', '.join(figures)}).")
     if budget:
-        text += f" Budget: {'; '.join(budget)}."
+        text += (f" ADR-PGD minus PGD-AT (points, mean of seeds {' and '.join(map(str, BUDGET_SEEDS))}): "
+                 f"{'; '.join(budget)}.")
     else:
         text += " The 4x-budget runs are still to come."
     return text + "\n"
@@ -356,6 +383,9 @@ def write_docs(results: dict) -> None:
              f"done; still to come: {', '.join(n for n in planned_runs if n not in results) or 'none'}). "
              f"Machine(s): {'; '.join(machines) or '–'}. Clean and PGD-40 on the whole test split, "
              "AutoAttack (standard) on the first test images, the checkpoint chosen on validation."]
+    if len(machines) > 1:
+        lines[0] += (" Runs from different machines (each run's JSON names its own) also differ by their "
+                     "kernels' rounding, which the seed spread holds only where a variant's seeds span machines.")
     adopted = [f"{name} is {entry['adopted_from']}" for name, entry in results.items() if entry.get("adopted_from")]
     if adopted:
         lines[0] += (" Trained by another benchmark from the same preset and seed, and evaluated here "
@@ -370,7 +400,8 @@ def write_docs(results: dict) -> None:
         if draw(results, dataset, image):
             lines += ["", f"![{DATASETS[dataset][0]} ablation](images/{image.name})"]
         lines.append("")
-    lines += ["#### The budget: ADR-PGD minus PGD-AT (points, mean over seeds 0 and 1)", "",
+    lines += [f"#### The budget: ADR-PGD minus PGD-AT (points, mean over seeds {' and '.join(map(str, BUDGET_SEEDS))}; "
+              "verdicts against the base/full seed noise above)", "",
               *[line for dataset in DATASETS for line in budget_lines(results, dataset)], ""]
     flagged = [f"- † {name}: {flag}" for name in done for flag in aa_flags(results.get(name))]
     if flagged:

@@ -146,14 +146,38 @@ def test_the_readme_answer_reads_full_against_base_with_the_measured_noise(ablat
     ablation.write_docs(results)
     answer = readme.read_text()
     assert ("on MNIST ε=0.3, 1 of 1 variants differ from the base under PGD-40 beyond 2σ of seed noise "
-            "(σ from 2 seeds each of base and full): full (+4.0, mean of 2 seeds)") in answer
+            "(σ from 2 seeds of base and 2 of full): full (+4.0, mean of 2 seeds)") in answer
     assert "figures: [MNIST ε=0.3](docs/images/ablation_mnist.png)). The 4x-budget runs are still to come." in answer
+    # the full row's reference is on the table: base's mean over the same seeds, 91
+    assert "| base (mean of the same 2 seeds) | 99.00 | 91.00 | – | | | | the reference of full's mean |" \
+        in docs.read_text()
     # PGD-AT at the quick budget, 93 and 94: ADR-PGD (full) minus it +2 and +1, mean +1.5,
     # within 2σ/sqrt(2) = 2.0; the budget sentence does not wait for the 4x runs
     results |= {"mnist_pgd_at_s0": run(0.93), "mnist_pgd_at_s1": run(0.94)}
     ablation.write_docs(results)
-    assert (" Budget: MNIST ε=0.3, PGD-40, ADR-PGD minus PGD-AT: quick budget: +1.50 (seeds +2.00, +1.00; "
-            "within noise); 4x the epochs: still to run.") in readme.read_text()
+    assert (" ADR-PGD minus PGD-AT (points, mean of seeds 0 and 1): on MNIST ε=0.3, quick budget PGD-40 "
+            "+1.50 (within noise), 4x the epochs still to run.") in readme.read_text()
+    assert ("- MNIST ε=0.3, PGD-40, ADR-PGD minus PGD-AT: quick budget: +1.50 (seeds +2.00, +1.00; "
+            "within noise); 4x the epochs: still to run") in docs.read_text()
+    # at 4x the epochs ADR-PGD 95 and 94 against PGD-AT 90 and 90: +4.5, beyond 2.0
+    results |= {"mnist_pgd_at_x4_s0": run(0.90), "mnist_pgd_at_x4_s1": run(0.90),
+                "mnist_adr_pgd_x4_s0": run(0.95), "mnist_adr_pgd_x4_s1": run(0.94)}
+    ablation.write_docs(results)
+    assert ("quick budget PGD-40 +1.50 (within noise), 4x the epochs PGD-40 +4.50 (better, beyond 2σ).") \
+        in readme.read_text()
     assert (tmp_path / "images" / "ablation_mnist.png").is_file()
     assert "PGD-40: base 91.00 ± 1.41 (2 seeds); full 95.00 ± 0.00 (2 seeds); σ of a difference: 1.41 points" \
         in docs.read_text()
+
+
+def test_the_plan_runs_each_variant_once_and_the_budget_at_four_times_the_epochs(ablation):
+    runs = ablation.planned()
+    # per data set: 3 seeds of base and full, 10 more variants, PGD-AT at 2 seeds, and
+    # PGD-AT and ADR-PGD at 4x for 2 seeds each
+    assert len(runs) == 2 * (3 * 2 + 10 + 2 + 2 * 2) == 44
+    quick = ablation.variant_config(runs["mnist_full_s0"])
+    for name in ("mnist_adr_pgd_x4_s1", "mnist_pgd_at_x4_s1"):
+        longer = ablation.variant_config(runs[name])
+        assert longer.train.epochs == 4 * quick.train.epochs and longer.train.seed == 1
+    assert ablation.variant_config(runs["mnist_adr_pgd_x4_s1"]).objective == quick.objective
+    assert ablation.variant_config(runs["mnist_pgd_at_x4_s1"]).objective.name == "pgd_at"
