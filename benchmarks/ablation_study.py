@@ -15,9 +15,10 @@ A difference between two runs counts only beyond twice its seed noise: the stand
 of a difference of two single runs, sqrt(s_base² + s_full²), from the seeds of base and of
 full (each s the sample standard deviation over seeds; verdicts start at two seeds each and
 sharpen to three); a difference of means over k seeds each, beyond twice that over sqrt(k).
-Three seeds give each s two degrees of freedom, so the 2σ cut is a rough rule, not a 95% test. Every run is attacked on the same test
-images, so the seed spread already holds the variation between runs on them; the binomial
-error shown beside AutoAttack says how far one figure may lie from its whole-test value.
+Three seeds give each s two degrees of freedom, so the 2σ cut is a rough rule, not a 95%
+test. Every run is attacked on the same test images, so the seed spread already holds the
+variation between runs on them; the binomial error shown beside AutoAttack says how far one
+figure may lie from its whole-test value.
 
 Resumable across sessions, as benchmarks/quality.py is: run directories live in ``--work``
 (default ~/.cache/adrnet/ablation_study, outside the checkout), each finished run's summary
@@ -183,7 +184,8 @@ def verdict(difference: float, noise: float | None, seeds: int = 1) -> str:
 
 def paired_seeds(results: dict, dataset: str) -> list[int]:
     """The seeds at which both base and full have run."""
-    return [seed for seed in NOISE_SEEDS if all(f"{dataset}_{variant}_s{seed}" in results for variant in ("base", "full"))]
+    return [seed for seed in NOISE_SEEDS
+            if all(f"{dataset}_{variant}_s{seed}" in results for variant in ("base", "full"))]
 
 
 def mean_over(results: dict, dataset: str, variant: str, key: str, seeds: list[int]) -> float | None:
