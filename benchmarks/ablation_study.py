@@ -357,9 +357,16 @@ def answer(results: dict) -> str:
         moved = [f"{row['variant']} ({row['d_pgd']:+.1f}" + (f", mean of {row['seeds']} seeds)" if row["seeds"] > 1 else ")")
                  for row in judged if "beyond" in row["verdict_pgd"]]
         base, full = (len(seed_values(results, dataset, variant, "pgd", NOISE_SEEDS)) for variant in ("base", "full"))
+        # Where full beats base, the removals that bring it back within noise name the
+        # components its gain needs; the count of differing variants alone does not say so.
+        full_gains = any(row["variant"] == "full" and row["verdict_pgd"].startswith("better") for row in judged)
+        needed = [row["variant"].removeprefix("full-") for row in judged
+                  if row["variant"].startswith("full-") and row["verdict_pgd"] == "within noise"]
         found.append(f"on {label}, {len(moved)} of {len(judged)} variants differ from the base under "
                      f"PGD-40 beyond {NOISE_MULTIPLE}σ of seed noise (σ from {base} seeds of base and {full} of full)"
-                     + (f": {', '.join(moved)}" if moved else ""))
+                     + (f": {', '.join(moved)}" if moved else "")
+                     + (f"; full without {' or without '.join(needed)} is back within noise of base"
+                        if full_gains and needed else ""))
         if any(gap is not None for gap in budget_gaps(results, dataset, "pgd").values()):
             budget.append(budget_summary(results, dataset))
     if not found:

@@ -168,6 +168,13 @@ def test_the_readme_answer_reads_full_against_base_with_the_measured_noise(ablat
     assert (tmp_path / "images" / "ablation_mnist.png").is_file()
     assert "PGD-40: base 91.00 ± 1.41 (2 seeds); full 95.00 ± 0.00 (2 seeds); σ of a difference: 1.41 points" \
         in docs.read_text()
+    # removals from full: without ls 91 (+1 on base's seed 0, within 2σ = 2.83), without lc
+    # 95 (+5, beyond): the answer names ls as needed for full's gain, and lc not
+    results |= {"mnist_full-ls_s0": run(0.91), "mnist_full-lc_s0": run(0.95)}
+    ablation.write_docs(results)
+    assert ("2 of 3 variants differ from the base under PGD-40 beyond 2σ of seed noise (σ from 2 seeds of base and 2 "
+            "of full): full (+4.0, mean of 2 seeds), full-lc (+5.0); full without ls is back within noise of base "
+            "(tables") in readme.read_text()
 
 
 def test_the_plan_runs_each_variant_once_and_the_budget_at_four_times_the_epochs(ablation):
