@@ -26,6 +26,10 @@ is saved in benchmarks/results/ablation/NAME.json (commit it) and never redone. 
 (the ablation block of docs/results.md, docs/images/ablation_*.png and the README's study
 paragraph) are rewritten from those files after every run, saying what is still to come.
 
+Each run's JSON also keeps its training record (validation PGD accuracy after every epoch, the
+epoch chosen), so the docs can say which runs fell during training: a figure of the checkpoint
+chosen on validation cannot show that by itself.
+
 Four runs of the study are trained elsewhere already with the same preset and seed, so they
 are adopted, not trained again (ADOPTED below): the run directory is copied into ``--work``
 and then goes through the study as any other, whose resume check refuses it unless its
@@ -57,13 +61,18 @@ from quality import aa_flags, cpu_name, replace_block
 
 from adrnet.atomic import write_json_atomic
 from adrnet.config import Config, apply_overrides, load_config
+from adrnet.objectives import objective_from_config
 from adrnet.runs.checkpoint import checkpoint_files
-from adrnet.study import EvalPlan, ablation_variants, check_comparable, run_study
+from adrnet.study import EvalPlan, ablation_variants, check_comparable, run_study, weights_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "ablation"
 DOCS, README, IMAGES = ROOT / "docs" / "results.md", ROOT / "README.md", ROOT / "docs" / "images"
 PGD_STEPS, NOISE_MULTIPLE, BUDGET_FACTOR = 40, 2, 4
+#: A run "falls" in an epoch whose validation PGD accuracy is more than this many points below
+#: its best so far: 10 points is about seven binomial standard errors on the 1000 validation
+#: images, so no seed or batch noise reads as a fall.
+FALL_POINTS = 10
 #: key -> (label, ADR preset, PGD-AT preset)
 DATASETS = {"mnist": ("MNIST ε=0.3", "configs/mnist_quick_adr.toml", "configs/mnist_quick_pgd_at.toml"),
             "fashion": ("Fashion-MNIST ε=0.1", "configs/fashion_mnist_quick_adr.toml",
@@ -149,6 +158,41 @@ def run_one(name: str, run: Run, args) -> dict:
     return {**entry, "adopted_from": adopted, "dataset": run.dataset, "variant": run.variant, "seed": run.seed,
             "preset": run.preset, "overrides": list(run.overrides), "machine": cpu_name(),
             "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def training_record(run_dir: Path) -> dict:
+    """What a finished run's metrics.jsonl says about its training, for reading the figures
+    of the checkpoint chosen on validation: the validation PGD accuracy of every epoch, the
+    epoch of that checkpoint, and the lowest epoch mean of global smoothness (whose
+    different-class part is unbounded below, docs/method.md; None where the term is off).
+    An epoch logged twice (a resume) counts once, as its last record."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    by_epoch = {r["epoch"]: r for r in map(json.loads, filter(str.strip, lines)) if r.get("kind") == "epoch"}
+    epochs = [by_epoch[e] for e in sorted(by_epoch)]
+    gs = [r["global_smoothness"] for r in epochs if r.get("global_smoothness")]
+    return {"val_robust": [round(100 * r["val_acc_robust"], 2) for r in epochs],
+            "chosen_epoch": max(r["epoch"] for r in epochs if r.get("is_best")),
+            "global_smoothness_low": min(gs) if gs else None}
+
+
+def record_training(results: dict, work: Path) -> None:
+    """Give each finished run's JSON its :func:`training_record` where it has none yet: from
+    its run directory in ``work`` when that still holds the evaluated weights, else from the
+    committed directory it was adopted from. A run whose directory is gone keeps none (the
+    docs name it); the runs before this record existed got theirs this way."""
+    for name, entry in results.items():
+        if "training" in entry:
+            continue
+        run_dir, which = work / name / name, entry["plan"]["which"]
+        if (checkpoint_files(run_dir, which).path("meta").is_file()
+                and weights_digest(run_dir, which) == entry["weights_sha256"]):
+            source = run_dir
+        elif entry.get("adopted_from") and (ROOT / entry["adopted_from"] / "metrics.jsonl").is_file():
+            source = ROOT / entry["adopted_from"]
+        else:
+            continue
+        entry["training"] = training_record(source)
+        write_json_atomic(RESULTS / f"{name}.json", entry)
 
 
 # ---------------------------------------------------------------- reading the results
@@ -304,6 +348,77 @@ def budget_summary(results: dict, dataset: str) -> str:
     return f"on {DATASETS[dataset][0]}, " + ", ".join(parts)
 
 
+def falls(record: dict) -> list[int]:
+    """The epochs whose validation PGD accuracy is more than FALL_POINTS below the best so far."""
+    best, fell = 0.0, []
+    for epoch, accuracy in enumerate(record["val_robust"], start=1):
+        best = max(best, accuracy)
+        if best - accuracy > FALL_POINTS:
+            fell.append(epoch)
+    return fell
+
+
+def stability(results: dict, dataset: str) -> tuple[dict[bool, dict[str, list[str]]], list[str]]:
+    """The data set's runs with a training record, by whether global smoothness is on (the
+    one term unbounded below): each group's runs and those of them that fell; and the runs
+    without a record."""
+    runs, missing = planned(), []
+    groups = {on: {"recorded": [], "fell": []} for on in (True, False)}
+    for name, entry in results.items():
+        if entry["dataset"] != dataset:
+            continue
+        if "training" not in entry:
+            missing.append(name)
+            continue
+        group = groups["global_smoothness" in objective_from_config(variant_config(runs[name])).active]
+        group["recorded"].append(name)
+        if falls(entry["training"]):
+            group["fell"].append(name)
+    return groups, missing
+
+
+def stability_clause(results: dict, dataset: str) -> str | None:
+    """How many of the data set's runs fell, with global smoothness on and off; None
+    before any run has a record."""
+    groups, _ = stability(results, dataset)
+    if not any(group["recorded"] for group in groups.values()):
+        return None
+    on, off = groups[True], groups[False]
+    return (f"{len(on['fell'])} of {len(on['recorded'])} {DATASETS[dataset][0]} runs with global smoothness on "
+            f"({len(off['fell'])} of {len(off['recorded'])} with it off)")
+
+
+def stability_lines(results: dict) -> list[str]:
+    """The training-stability block: the counts per data set, then each run that fell."""
+    recorded = [entry for entry in results.values() if "training" in entry]
+    if not recorded:
+        return []
+    val = recorded[0]["config"]["eval"]
+    lines = [f"#### Training stability: validation PGD-{val['val_steps']} accuracy on {val['val_size']} held-out "
+             "training images after every epoch", "",
+             f"A run falls in an epoch whose validation accuracy is more than {FALL_POINTS} points below its best "
+             "so far. Every figure above is of the checkpoint chosen on validation (the best epoch), so a run "
+             "that fell is read at an epoch where it had not. Runs that fell, by whether global smoothness is on "
+             "(under the presets' `latent_norm = \"rms\"` the one term left unbounded below, "
+             "[method.md](method.md)):"]
+    for dataset in DATASETS:
+        clause = stability_clause(results, dataset)
+        if clause:
+            missing = stability(results, dataset)[1]
+            lines.append(f"- {clause}" + (f" (no record: {', '.join(missing)}, whose run directory is gone)"
+                                          if missing else ""))
+    lines += ["", "| run | epochs | chosen epoch | its validation accuracy | last epoch's | epochs fallen in | "
+              "lowest epoch mean of global smoothness |", "|---|---|---|---|---|---|---|"]
+    for name, entry in results.items():
+        record = entry.get("training")
+        if record and falls(record):
+            low = record["global_smoothness_low"]
+            lines.append(f"| {name} | {len(record['val_robust'])} | {record['chosen_epoch']} | "
+                         f"{record['val_robust'][record['chosen_epoch'] - 1]:.1f} | {record['val_robust'][-1]:.1f} | "
+                         f"{', '.join(map(str, falls(record)))} | {'–' if low is None else f'{low:.3g}'} |")
+    return lines + [""]
+
+
 def draw(results: dict, dataset: str, path: Path) -> bool:
     """Each variant's difference to base (clean, PGD-40, AutoAttack) as bars, with the
     ±2σ band of seed noise per metric drawn behind them; False when nothing to draw yet.
@@ -346,8 +461,9 @@ def draw(results: dict, dataset: str, path: Path) -> bool:
 
 
 def answer(results: dict) -> str:
-    """The README's two sentences: which components moved robustness beyond the noise, and
-    what the budget did to ADR's difference to PGD-AT."""
+    """The README's answer: which components moved robustness beyond the noise, what the
+    budget did to ADR's difference to PGD-AT, and how many runs fell during training (the
+    figures, all of checkpoints chosen on validation, do not show that)."""
     found, budget = [], []
     for dataset, (label, _, _) in DATASETS.items():
         judged = [row for row in ablation_rows(results, dataset)
@@ -370,17 +486,19 @@ def answer(results: dict) -> str:
         if any(gap is not None for gap in budget_gaps(results, dataset, "pgd").values()):
             budget.append(budget_summary(results, dataset))
     if not found:
-        return "The ablation study (`python benchmarks/ablation_study.py`) has no measured difference yet.\n"
-    done = sum(name in results for name in planned())
-    figures = [f"[{label}](docs/images/ablation_{dataset}.png)" for dataset, (label, _, _) in DATASETS.items()
-               if (IMAGES / f"ablation_{dataset}.png").is_file()]
-    text = (f"The component study at the quick budget ({done} of {len(planned())} runs so far) found: "
-            f"{'; '.join(found)} (tables in docs/results.md; figures: {', '.join(figures)}).")
-    if budget:
-        text += (f" ADR-PGD minus PGD-AT (points, mean of seeds {' and '.join(map(str, BUDGET_SEEDS))}): "
-                 f"{'; '.join(budget)}.")
+        text = "The ablation study (`python benchmarks/ablation_study.py`) has no measured difference yet."
     else:
-        text += " The 4x-budget runs are still to come."
+        done = sum(name in results for name in planned())
+        figures = [f"[{label}](docs/images/ablation_{dataset}.png)" for dataset, (label, _, _) in DATASETS.items()
+                   if (IMAGES / f"ablation_{dataset}.png").is_file()]
+        text = (f"The component study at the quick budget ({done} of {len(planned())} runs so far) found: "
+                f"{'; '.join(found)} (tables in docs/results.md; figures: {', '.join(figures)}).")
+        text += (f" ADR-PGD minus PGD-AT (points, mean of seeds {' and '.join(map(str, BUDGET_SEEDS))}): "
+                 f"{'; '.join(budget)}." if budget else " The 4x-budget runs are still to come.")
+    fell = [clause for dataset in DATASETS if (clause := stability_clause(results, dataset))]
+    if fell:
+        text += (f" During training, validation PGD accuracy fell more than {FALL_POINTS} points below its best so "
+                 f"far in {' and in '.join(fell)}; every figure is of the checkpoint chosen on validation.")
     return text + "\n"
 
 
@@ -411,7 +529,8 @@ def write_docs(results: dict) -> None:
         lines.append("")
     lines += [f"#### The budget: ADR-PGD minus PGD-AT (points, mean over seeds {' and '.join(map(str, BUDGET_SEEDS))}; "
               "verdicts against the base/full seed noise above)", "",
-              *[line for dataset in DATASETS for line in budget_lines(results, dataset)], ""]
+              *[line for dataset in DATASETS for line in budget_lines(results, dataset)], "",
+              *stability_lines(results)]
     flagged = [f"- † {name}: {flag}" for name in done for flag in aa_flags(results.get(name))]
     if flagged:
         lines += ["† AutoAttack flagged these figures itself:", *flagged, ""]
@@ -445,8 +564,10 @@ def main() -> None:
         print(f"== {name}", flush=True)
         write_json_atomic(RESULTS / f"{name}.json", run_one(name, runs[name], args))
         results = load_results()
+        record_training(results, Path(args.work))
         write_docs(results)
     results = load_results()
+    record_training(results, Path(args.work))
     write_docs(results)
     print(f"docs written from {len(results)} of {len(runs)} runs")
 

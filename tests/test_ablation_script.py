@@ -188,3 +188,77 @@ def test_the_plan_runs_each_variant_once_and_the_budget_at_four_times_the_epochs
         assert longer.train.epochs == 4 * quick.train.epochs and longer.train.seed == 1
     assert ablation.variant_config(runs["mnist_adr_pgd_x4_s1"]).objective == quick.objective
     assert ablation.variant_config(runs["mnist_pgd_at_x4_s1"]).objective.name == "pgd_at"
+
+
+def write_metrics(run_dir: Path, epochs: list[dict]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = [{"kind": "step", "epoch": 1, "global_smoothness": -999.0}]  # steps are not epochs
+    lines += [{"kind": "epoch", **record} for record in epochs]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_the_training_record_and_the_epochs_a_run_fell_in(ablation, tmp_path):
+    write_metrics(tmp_path, [
+        {"epoch": 1, "val_acc_robust": 0.50, "is_best": True, "global_smoothness": 0.2},
+        {"epoch": 2, "val_acc_robust": 0.30, "is_best": False, "global_smoothness": -1.0},  # resumed: logged again
+        {"epoch": 2, "val_acc_robust": 0.62, "is_best": True, "global_smoothness": -3.5},
+        {"epoch": 3, "val_acc_robust": 0.515, "is_best": False, "global_smoothness": -40.0},
+        {"epoch": 4, "val_acc_robust": 0.53, "is_best": False, "global_smoothness": 0.1}])
+    record = ablation.training_record(tmp_path)
+    assert record == {"val_robust": [50.0, 62.0, 51.5, 53.0], "chosen_epoch": 2, "global_smoothness_low": -40.0}
+    # 62 - 51.5 = 10.5 points is a fall, 62 - 53 = 9 is not
+    assert ablation.falls(record) == [3]
+    write_metrics(tmp_path, [{"epoch": 1, "val_acc_robust": 0.5, "is_best": True}])
+    assert ablation.training_record(tmp_path)["global_smoothness_low"] is None  # the term is off
+
+
+def test_a_training_record_comes_only_from_the_run_that_was_evaluated(ablation, tmp_path, monkeypatch):
+    monkeypatch.setattr(ablation, "ROOT", tmp_path)
+    monkeypatch.setattr(ablation, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(ablation, "weights_digest", lambda run_dir, which: f"digest of {run_dir.name}")
+    (tmp_path / "results").mkdir()
+    work, epoch = tmp_path / "work", [{"epoch": 1, "val_acc_robust": 0.4, "is_best": True}]
+    for name in ("mnist_full_s1", "mnist_full_s2"):
+        write_metrics(work / name / name, epoch)
+        (work / name / name / "checkpoints").mkdir()
+        (work / name / name / "checkpoints" / "best.json").write_text("{}")
+    write_metrics(tmp_path / "source", [{"epoch": 1, "val_acc_robust": 0.7, "is_best": True}])
+    plan = {"which": "best"}
+    results = {"mnist_full_s1": {"plan": plan, "weights_sha256": "digest of mnist_full_s1"},
+               "mnist_full_s2": {"plan": plan, "weights_sha256": "other weights"},
+               "mnist_full_s0": {"plan": plan, "weights_sha256": "x", "adopted_from": "source"},
+               "mnist_base_s0": {"plan": plan, "weights_sha256": "x"}}
+    ablation.record_training(results, work)
+    assert results["mnist_full_s1"]["training"]["val_robust"] == [40.0]
+    assert "training" not in results["mnist_full_s2"]  # the directory holds other weights
+    assert results["mnist_full_s0"]["training"]["val_robust"] == [70.0]  # from the adopted source
+    assert "training" not in results["mnist_base_s0"]  # no directory left
+    saved = json.loads((tmp_path / "results" / "mnist_full_s1.json").read_text())
+    assert saved["training"]["chosen_epoch"] == 1
+    assert sorted(path.stem for path in (tmp_path / "results").iterdir()) == ["mnist_full_s0", "mnist_full_s1"]
+
+
+def test_the_docs_count_the_runs_that_fell_by_whether_global_smoothness_is_on(ablation, doc_files):
+    docs, readme = doc_files
+    summary = {"clean": 0.8, "pgd": 0.65, "n": 10000, "eps": 0.1, "pgd_steps": 40}
+    config = {"eval": {"val_steps": 20, "val_size": 1000}}
+
+    def run(val_robust, chosen, low):
+        return {"machine": "test CPU", "threads": 2, "torch": "x", "dataset": "fashion", "adopted_from": None,
+                "summary": summary, "config": config,
+                "training": {"val_robust": val_robust, "chosen_epoch": chosen, "global_smoothness_low": low}}
+    results = {"fashion_full_s0": run([50.0, 62.0, 40.0], 2, -207.0),         # gs on, fell in epoch 3
+               "fashion_base+gs_s0": run([50.0, 60.0, 55.0], 2, -1.5),         # gs on, 5 points: no fall
+               "fashion_full-gs_s0": run([50.0, 66.0, 67.0], 3, None),         # gs off
+               "fashion_base_s0": run([50.0, 65.0, 66.0], 3, None),            # gs off
+               "fashion_base_s1": {**run([], 1, None), "training": None}}
+    del results["fashion_base_s1"]["training"]                                 # no record
+    ablation.write_docs(results)
+    text = docs.read_text()
+    assert ("- 1 of 2 Fashion-MNIST ε=0.1 runs with global smoothness on (0 of 2 with it off) "
+            "(no record: fashion_base_s1, whose run directory is gone)") in text
+    assert "| fashion_full_s0 | 3 | 2 | 62.0 | 40.0 | 3 | -207 |" in text
+    assert "| fashion_base+gs_s0 |" not in text.split("#### Training stability")[1]
+    assert ("During training, validation PGD accuracy fell more than 10 points below its best so far in 1 of 2 "
+            "Fashion-MNIST ε=0.1 runs with global smoothness on (0 of 2 with it off); every figure is of the "
+            "checkpoint chosen on validation.") in readme.read_text()
