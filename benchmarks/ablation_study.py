@@ -359,9 +359,8 @@ def falls(record: dict) -> list[int]:
 
 
 def stability(results: dict, dataset: str) -> tuple[dict[bool, dict[str, list[str]]], list[str]]:
-    """The data set's runs with a training record, by whether global smoothness is on (the
-    one term unbounded below): each group's runs and those of them that fell; and the runs
-    without a record."""
+    """The data set's runs with a training record, by whether global smoothness is on: each
+    group's runs and those of them that fell; and the runs without a record."""
     runs, missing = planned(), []
     groups = {on: {"recorded": [], "fell": []} for on in (True, False)}
     for name, entry in results.items():
