@@ -487,10 +487,11 @@ def answer(results: dict) -> str:
     if not found:
         text = "The ablation study (`python benchmarks/ablation_study.py`) has no measured difference yet."
     else:
-        done = sum(name in results for name in planned())
+        done, planned_runs = sum(name in results for name in planned()), len(planned())
+        progress = f"all {done} runs" if done == planned_runs else f"{done} of {planned_runs} runs so far"
         figures = [f"[{label}](docs/images/ablation_{dataset}.png)" for dataset, (label, _, _) in DATASETS.items()
                    if (IMAGES / f"ablation_{dataset}.png").is_file()]
-        text = (f"The component study at the quick budget ({done} of {len(planned())} runs so far) found: "
+        text = (f"The component study at the quick budget ({progress}) found: "
                 f"{'; '.join(found)} (tables in docs/results.md; figures: {', '.join(figures)}).")
         text += (f" ADR-PGD minus PGD-AT (points, mean of seeds {' and '.join(map(str, BUDGET_SEEDS))}): "
                  f"{'; '.join(budget)}." if budget else " The 4x-budget runs are still to come.")

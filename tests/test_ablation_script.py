@@ -262,3 +262,13 @@ def test_the_docs_count_the_runs_that_fell_by_whether_global_smoothness_is_on(ab
     assert ("During training, validation PGD accuracy fell more than 10 points below its best so far in 1 of 2 "
             "Fashion-MNIST ε=0.1 runs with global smoothness on (0 of 2 with it off); every figure is of the "
             "checkpoint chosen on validation.") in readme.read_text()
+
+
+def test_the_answer_says_when_every_planned_run_is_in(ablation, doc_files):
+    docs, readme = doc_files
+    summary = {"clean": 0.9, "pgd": 0.8, "n": 10000, "eps": 0.3, "pgd_steps": 40}
+    results = {name: {"machine": "test CPU", "threads": 2, "torch": "x", "dataset": name.split("_")[0],
+                      "adopted_from": None, "summary": summary} for name in ablation.planned()}
+    ablation.write_docs(results)
+    assert "The component study at the quick budget (all 44 runs) found:" in readme.read_text()
+    assert "(44 of 44 runs done; still to come: none)" in docs.read_text()
