@@ -63,6 +63,7 @@ from adrnet.atomic import write_json_atomic
 from adrnet.config import Config, apply_overrides, load_config
 from adrnet.objectives import objective_from_config
 from adrnet.runs.checkpoint import checkpoint_files
+from adrnet.runs.records import read_jsonl
 from adrnet.study import EvalPlan, ablation_variants, check_comparable, run_study, weights_digest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,8 +167,7 @@ def training_record(run_dir: Path) -> dict:
     epoch of that checkpoint, and the lowest epoch mean of global smoothness (whose
     different-class part is unbounded below, docs/method.md; None where the term is off).
     An epoch logged twice (a resume) counts once, as its last record."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    by_epoch = {r["epoch"]: r for r in map(json.loads, filter(str.strip, lines)) if r.get("kind") == "epoch"}
+    by_epoch = {r["epoch"]: r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "epoch"}
     epochs = [by_epoch[e] for e in sorted(by_epoch)]
     gs = [r["global_smoothness"] for r in epochs if r.get("global_smoothness")]
     return {"val_robust": [round(100 * r["val_acc_robust"], 2) for r in epochs],
@@ -376,10 +376,9 @@ def stability(results: dict, dataset: str) -> tuple[dict[bool, dict[str, list[st
     return groups, missing
 
 
-def stability_clause(results: dict, dataset: str) -> str | None:
-    """How many of the data set's runs fell, with global smoothness on and off; None
-    before any run has a record."""
-    groups, _ = stability(results, dataset)
+def stability_clause(groups: dict[bool, dict[str, list[str]]], dataset: str) -> str | None:
+    """How many of the data set's runs fell, with global smoothness on and off (``groups``
+    from :func:`stability`); None before any run has a record."""
     if not any(group["recorded"] for group in groups.values()):
         return None
     on, off = groups[True], groups[False]
@@ -401,9 +400,8 @@ def stability_lines(results: dict) -> list[str]:
              "(under the presets' `latent_norm = \"rms\"` the one term left unbounded below, "
              "[method.md](method.md)):"]
     for dataset in DATASETS:
-        clause = stability_clause(results, dataset)
-        if clause:
-            missing = stability(results, dataset)[1]
+        groups, missing = stability(results, dataset)
+        if clause := stability_clause(groups, dataset):
             lines.append(f"- {clause}" + (f" (no record: {', '.join(missing)}, whose run directory is gone)"
                                           if missing else ""))
     lines += ["", "| run | epochs | chosen epoch | its validation accuracy | last epoch's | epochs fallen in | "
@@ -495,7 +493,7 @@ def answer(results: dict) -> str:
                 f"{'; '.join(found)} (tables in docs/results.md; figures: {', '.join(figures)}).")
         text += (f" ADR-PGD minus PGD-AT (points, mean of seeds {' and '.join(map(str, BUDGET_SEEDS))}): "
                  f"{'; '.join(budget)}." if budget else " The 4x-budget runs are still to come.")
-    fell = [clause for dataset in DATASETS if (clause := stability_clause(results, dataset))]
+    fell = [clause for dataset in DATASETS if (clause := stability_clause(stability(results, dataset)[0], dataset))]
     if fell:
         text += (f" During training, validation PGD accuracy fell more than {FALL_POINTS} points below its best so "
                  f"far in {' and in '.join(fell)}; every figure is of the checkpoint chosen on validation.")
